@@ -1,0 +1,17 @@
+"""core: a Streamlit-free library for looking inside two causal LMs side by side.
+
+    from core import load_model, count_parameters, parameter_table, tokenize
+    lm = load_model("smollm2-135m")          # embedded, offline
+    cfg_only = load_model("llama-3.2-3b", weights=False)   # real config, meta device
+"""
+
+from core.loading import LoadedModel, ModelLoadError, load_model
+from core.params import count_parameters, parameter_table
+from core.sources import DEFAULT_PAIR, PRESETS, SourceError, resolve_source
+from core.tokens import tokenize
+from core.trace import Trace, run_trace
+
+__all__ = [
+    "DEFAULT_PAIR", "PRESETS", "LoadedModel", "ModelLoadError", "SourceError", "Trace",
+    "count_parameters", "load_model", "parameter_table", "resolve_source", "run_trace", "tokenize",
+]

@@ -1,0 +1,344 @@
+"""Load a causal LM (or only its architecture) into a `LoadedModel`.
+
+Every source ends up as a local snapshot folder loaded by one code path:
+hub ids are downloaded (safetensors only), GGUF files are converted once to a
+cached folder (`core.cache`), local folders are used as they are. With
+`weights=False` the architecture is built on the meta device from the config
+alone: no download of weights, no memory, exact parameter counts.
+
+Attention weights are only returned by the eager attention implementation
+(sdpa silently returns None), so every model is loaded with
+`attn_implementation="eager"`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import torch
+
+from core.sources import PRESETS, Source, SourceError, embedded_gguf_path, resolve_source
+
+LARGE_MODEL_PARAMS = 1_000_000_000  # above this, CPU loads default to bfloat16
+MEMORY_HEADROOM = 1.15  # weights + activations/fragmentation margin when checking fit
+HUB_FILES = ["*.json", "*.safetensors", "tokenizer.model", "*.tiktoken", "*.txt"]
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded. The message is written for the user (never holds a token)."""
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """A loaded model and everything the analyses need to read it.
+
+    Treat it as read-only: it is shared between pages and browser sessions.
+    `lock` serialises forward passes so concurrent sessions never interleave.
+    """
+
+    name: str  # what the user picked (preset, repo id, path)
+    source: Source
+    model: torch.nn.Module
+    tokenizer: object | None  # None for config-only models without tokenizer files
+    has_weights: bool
+    device: str
+    dtype: torch.dtype
+    load_seconds: float
+    dequantized_from_gguf: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def text_config(self):
+        return self.model.config.get_text_config()
+
+    @property
+    def is_multimodal(self) -> bool:
+        return hasattr(self.model.config, "vision_config")
+
+    @property
+    def decoder(self) -> torch.nn.Module:
+        """The text transformer (embed_tokens, layers, norm); under `language_model` for Gemma 3 4B."""
+        inner = self.model.model
+        return getattr(inner, "language_model", inner)
+
+    @property
+    def lm_head(self) -> torch.nn.Module:
+        return self.model.lm_head
+
+    @property
+    def num_layers(self) -> int:
+        return self.text_config.num_hidden_layers
+
+    @property
+    def num_heads(self) -> int:
+        return self.text_config.num_attention_heads
+
+    @property
+    def num_kv_heads(self) -> int:
+        return getattr(self.text_config, "num_key_value_heads", None) or self.num_heads
+
+    @property
+    def hidden_size(self) -> int:
+        return self.text_config.hidden_size
+
+    @property
+    def head_dim(self) -> int:
+        return getattr(self.text_config, "head_dim", None) or self.hidden_size // self.num_heads
+
+    @property
+    def vocab_size(self) -> int:
+        return self.text_config.vocab_size
+
+    @property
+    def weight_bytes(self) -> int:
+        unique = {id(p): p for p in self.model.parameters()}
+        return sum(p.numel() * p.element_size() for p in unique.values())
+
+
+# ---------------------------------------------------------------- choices
+
+
+def pick_device(device: str | None = None) -> str:
+    if device:
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(num_params: int, device: str, dtype: str | torch.dtype | None = None) -> torch.dtype:
+    """fp32 for small models (exact, and fast enough); bf16 for large ones (half the memory)."""
+    if dtype is not None:
+        return getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    return torch.bfloat16 if num_params > LARGE_MODEL_PARAMS else torch.float32
+
+
+def available_memory(device: str) -> int:
+    if device == "cuda":
+        free, _total = torch.cuda.mem_get_info()
+        return int(free)
+    return int(psutil.virtual_memory().available)
+
+
+def check_fits(num_params: int, dtype: torch.dtype, available: int, name: str) -> int:
+    """Raise ModelLoadError when the weights would not fit; return the estimated bytes."""
+    needed = num_params * torch.tensor([], dtype=dtype).element_size()
+    if needed * MEMORY_HEADROOM > available:
+        gib = 1024**3
+        raise ModelLoadError(
+            f"{name} needs about {needed / gib:.1f} GiB in {str(dtype).removeprefix('torch.')}, "
+            f"but only {available / gib:.1f} GiB of memory is free. Pick a smaller model, "
+            "choose bfloat16, or unload the other model first."
+        )
+    return needed
+
+
+# ---------------------------------------------------------------- hub access
+
+
+def resolve_token(token: str | None = None) -> str | None:
+    """An explicit token, else HF_TOKEN, else the `hf auth login` cache. Never logged."""
+    if token:
+        return token
+    from huggingface_hub import get_token
+
+    return get_token()
+
+
+def hub_error_message(error: Exception, repo_id: str) -> str:
+    """Translate a huggingface_hub / network exception into a message for the user."""
+    from huggingface_hub import errors
+
+    page = f"https://huggingface.co/{repo_id}"
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if isinstance(error, errors.GatedRepoError) or status in (401, 403):
+        return (
+            f"{repo_id} is gated: accept the licence at {page} and provide a token "
+            "(HF_TOKEN, `hf auth login`, or .streamlit/secrets.toml)."
+        )
+    if isinstance(error, (errors.RepositoryNotFoundError, errors.RevisionNotFoundError)) or status == 404:
+        return f"No such model: {repo_id} was not found on the Hugging Face hub ({page})."
+    if isinstance(error, errors.EntryNotFoundError):
+        return f"{repo_id} has no config.json: it is not a transformers model."
+    return (
+        f"Offline: could not reach the Hugging Face hub for {repo_id}. "
+        "Use a local folder, a .gguf file, or the embedded pair (smollm2-135m, gemma-3-270m)."
+    )
+
+
+def hub_download(repo_id: str, token: str | None, config_only: bool) -> Path:
+    """Download a hub snapshot (safetensors only) and return its local folder."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["config.json"] if config_only else HUB_FILES
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, token=resolve_token(token)))
+    except Exception as error:  # every hub/network failure becomes one readable message
+        raise ModelLoadError(hub_error_message(error, repo_id)) from None
+
+
+# ---------------------------------------------------------------- config checks
+
+
+def read_config(folder: Path):
+    from transformers import AutoConfig
+
+    if not (folder / "config.json").exists():
+        raise ModelLoadError(f"{folder} has no config.json: it is not a transformers model folder.")
+    try:
+        return AutoConfig.from_pretrained(folder, trust_remote_code=False)
+    except (ValueError, KeyError, OSError, json.JSONDecodeError) as error:
+        raise ModelLoadError(f"The config.json in {folder} cannot be read: {error}") from None
+
+
+def check_causal(config, name: str) -> None:
+    """Refuse encoders (BERT…) and encoder-decoders: the pages need a next-token model."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    architectures = getattr(config, "architectures", None) or []
+    causal_names = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+    if getattr(config, "is_encoder_decoder", False):
+        ok = False
+    elif architectures:
+        ok = any(a.endswith(causal_names) for a in architectures)
+    else:
+        ok = config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and config.model_type not in ("bert", "roberta")
+    if not ok:
+        kind = ", ".join(architectures) or config.model_type
+        raise ModelLoadError(
+            f"{name} is not a causal (next-token) language model ({kind}); this dashboard compares "
+            "decoder models such as Llama and Gemma."
+        )
+
+
+def build_on_meta(config) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=False, attn_implementation="eager")
+    return model.eval()
+
+
+def count_unique_parameters(model: torch.nn.Module) -> int:
+    return sum({id(p): p.numel() for p in model.parameters()}.values())
+
+
+def load_tokenizer(folder: Path):
+    from transformers import AutoTokenizer
+
+    if not any((folder / f).exists() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
+        return None
+    return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _local_folder(source: Source, token: str | None, weights: bool, progress) -> Path | None:
+    """The snapshot folder to load from (None: config-only preset with a shipped config)."""
+    if source.is_gguf:
+        from core.cache import convert_gguf
+
+        gguf = Path(source.location) if source.kind == "gguf" else embedded_gguf_path(source.location)
+        return convert_gguf(gguf, progress)
+    if source.kind == "folder":
+        return Path(source.location)
+    if not weights and source.shipped_config is not None:
+        return None
+    if progress:
+        progress(0.1, f"Downloading {source.location} from the Hugging Face hub")
+    return hub_download(source.location, token, config_only=not weights)
+
+
+def load_model(
+    source: str,
+    *,
+    device: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    weights: bool = True,
+    token: str | None = None,
+    progress=None,
+    available_bytes: int | None = None,
+) -> LoadedModel:
+    """Load `source` (preset, HF repo id, local folder or .gguf file).
+
+    weights=False builds the architecture on the meta device from the config only.
+    `progress(fraction, message)` is called as loading advances.
+    `available_bytes` overrides the free-memory reading (tests, planning).
+    Raises ModelLoadError / SourceError with a message meant for the user.
+    """
+    started = time.perf_counter()
+    try:
+        resolved = resolve_source(source)
+    except SourceError as error:
+        raise ModelLoadError(str(error)) from None
+    device = pick_device(device)
+    folder = _local_folder(resolved, token, weights, progress)
+    config = read_config(folder) if folder else _shipped_config(resolved)
+    check_causal(config, source)
+    tokenizer = load_tokenizer(folder) if folder else None
+
+    if not weights:
+        model = build_on_meta(config)
+        return LoadedModel(source, resolved, model, tokenizer, False, "meta",
+                           pick_dtype(count_unique_parameters(model), device, dtype),
+                           time.perf_counter() - started, resolved.is_gguf)
+
+    num_params = count_unique_parameters(build_on_meta(config))
+    chosen_dtype = pick_dtype(num_params, device, dtype)
+    free = available_bytes if available_bytes is not None else available_memory(device)
+    check_fits(num_params, chosen_dtype, free, source)
+    if not list(folder.glob("*.safetensors")):
+        other = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt*")]
+        hint = " (it has only pickle weights, which are not loaded for safety)" if other else ""
+        raise ModelLoadError(f"{source}: no .safetensors weights in {folder}{hint}.")
+
+    if progress:
+        progress(0.8, f"Loading the weights of {source} ({num_params / 1e6:,.0f} M parameters)")
+    model = _from_pretrained(folder, chosen_dtype, device, source)
+    if progress:
+        progress(1.0, f"{source} loaded")
+    return LoadedModel(source, resolved, model, tokenizer, True, device, chosen_dtype,
+                       time.perf_counter() - started, resolved.is_gguf)
+
+
+def _shipped_config(source: Source):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(source.shipped_config)
+
+
+def _from_pretrained(folder: Path, dtype: torch.dtype, device: str, name: str) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            folder,
+            dtype=dtype,
+            attn_implementation="eager",  # sdpa returns no attention weights
+            use_safetensors=True,
+            trust_remote_code=False,
+        )
+    except Exception as error:  # corrupt or truncated files surface as many exception types
+        raise ModelLoadError(
+            f"{name}: the weights in {folder} could not be read (corrupt or incomplete safetensors file?). "
+            f"Details: {type(error).__name__}: {str(error)[:200]}"
+        ) from None
+    model = model.to(device).eval()
+    model.requires_grad_(False)
+    return model
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS)

@@ -1,0 +1,54 @@
+"""Home: the two model cards side by side and a tour of the pages."""
+
+import pandas as pd
+import streamlit as st
+
+import ui
+from core.summary import model_card
+
+st.title("Two language models, side by side")
+st.markdown(
+    "Pick two models in the sidebar. Everything on every page is shown for **model A** and "
+    "**model B** next to each other. The default pair ships with the app and works offline: "
+    "SmolLM2-135M (a small Llama) and Gemma 3 270M."
+)
+
+slots = ui.current_slots()
+cards = {}
+for slot in slots:
+    if slot.lm is None:
+        st.error(f"Model {slot.label} ({slot.key.source}) could not be loaded: {slot.error}")
+    else:
+        cards[slot.title] = model_card(slot.lm)
+
+st.header("The two models")
+if cards:
+    table = pd.DataFrame(cards)
+    table.index.name = "Fact"
+    st.dataframe(table, width="stretch", height=(len(table) + 1) * 35 + 3)
+    ui.download_csv(table.reset_index(), "model_cards.csv")
+
+st.header("What each page shows")
+st.markdown(
+    """
+- **Architecture** — how many parameters each model has and where they live: the embedding table,
+  attention (query/key/value/output), the feed-forward block, norms, and for Gemma 3 4B a vision tower.
+  Every weight matrix by name and shape, and a heat map of any matrix.
+- **Vocabulary** — the tokens each model knows, how each model cuts the same text into tokens,
+  and how much the two vocabularies overlap.
+- **Embeddings** — which tokens sit closest to a given token in each model's embedding table
+  (for example *apple* next to *Apple*, *iPhone*), word arithmetic, and 2-D maps of word lists.
+- **Hidden states** — the vector each token has after every layer, and why the same word gets different
+  vectors in different sentences.
+- **Contextual similarity** — how similar "apple" the fruit and "Apple" the company are, layer by layer.
+- **Logit lens** — what each layer would predict as the next token if the model stopped there.
+- **Attention** — which earlier tokens each token looks at, for every head of every layer.
+"""
+)
+with st.expander("Free memory"):
+    st.write("Loaded models stay in memory for every user of this server. Unload them all to free memory; "
+             "the models chosen in the sidebar are loaded again on the next click.")
+    if st.button("Unload all models"):
+        ui.cached_model.clear()
+        ui.cached_trace.clear()
+        st.rerun()

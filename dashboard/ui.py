@@ -1,0 +1,234 @@
+"""What every page shares: the two model pickers, cached models and traces, URL-bound inputs.
+
+Caching rules (Streamlit's conventions):
+- `cached_model` (st.cache_resource) holds each loaded model once per plain key
+  (source, weights, dtype); A and B picking the same model share one copy.
+- `cached_trace` (st.cache_resource) holds one frozen `Trace` per (model, prompt).
+  It is a resource, not data, because traces are read-only NumPy arrays of tens
+  of MB: st.cache_data would unpickle a copy on every rerun.
+- Small results (DataFrames) use st.cache_data in the page modules.
+Every input that changes a view is mirrored in the URL query string, so a
+copied link reproduces the view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import streamlit as st
+
+from core import PRESETS, LoadedModel, ModelLoadError, Trace, load_model, run_trace
+from core.sources import DEFAULT_PAIR
+
+OTHER = "Other: hub id, folder or .gguf…"
+DTYPES = ["auto", "float32", "bfloat16"]
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    """Plain values that identify a loaded model; hashable, so usable as a cache key."""
+
+    source: str
+    weights: bool = True
+    dtype: str = "auto"
+
+
+@dataclass
+class Slot:
+    """One side of the comparison: 'A' or 'B', what was picked, and the model or the reason it failed."""
+
+    label: str
+    key: ModelKey
+    lm: LoadedModel | None
+    error: str | None
+
+    @property
+    def title(self) -> str:
+        return f"Model {self.label}: {self.key.source}"
+
+
+# ---------------------------------------------------------------- caches
+
+
+def _secret_token() -> str | None:
+    try:
+        return st.secrets.get("HF_TOKEN")
+    except Exception:  # no secrets.toml: fine, the token may come from HF_TOKEN or `hf auth login`
+        return None
+
+
+@st.cache_resource(show_spinner=False, max_entries=6)
+def cached_model(key: ModelKey, _progress=None) -> LoadedModel:
+    dtype = None if key.dtype == "auto" else key.dtype
+    return load_model(key.source, weights=key.weights, dtype=dtype, token=_secret_token(), progress=_progress)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def cached_trace(key: ModelKey, prompt: str) -> Trace:
+    return run_trace(cached_model(key), prompt)
+
+
+def trace_for(slot: Slot, prompt: str) -> Trace:
+    with st.spinner(f"Running {slot.key.source} on the prompt…"):
+        return cached_trace(slot.key, prompt)
+
+
+# ---------------------------------------------------------------- URL-bound inputs
+
+
+def bound_value(key: str, default):
+    """Initial value of a widget: the URL's, else what the session has, else the default."""
+    if key not in st.session_state:
+        st.session_state[key] = st.query_params.get(key, default)
+    return st.session_state[key]
+
+
+def remember_in_url(key: str, value) -> None:
+    if value is None or value == "":
+        st.query_params.pop(key, None)
+    else:
+        st.query_params[key] = str(value)
+
+
+def text_input(label: str, key: str, default: str = "", area: bool = False, **kwargs) -> str:
+    bound_value(key, default)
+    widget = st.text_area if area else st.text_input
+    value = widget(label, key=key, **kwargs)
+    remember_in_url(key, value)
+    return value
+
+
+def number_input(label: str, key: str, default: int, min_value: int, max_value: int, **kwargs) -> int:
+    if key not in st.session_state:
+        try:
+            st.session_state[key] = min(max(int(st.query_params.get(key, default)), min_value), max_value)
+        except ValueError:
+            st.session_state[key] = default
+    value = st.number_input(label, key=key, min_value=min_value, max_value=max_value, step=1, **kwargs)
+    remember_in_url(key, value)
+    return int(value)
+
+
+def selectbox(label: str, options: list, key: str, default=None, **kwargs):
+    options = list(options)
+    wanted = st.query_params.get(key, default if default is not None else options[0])
+    if key not in st.session_state or st.session_state[key] not in options:
+        st.session_state[key] = wanted if wanted in options else options[0]
+    value = st.selectbox(label, options, key=key, **kwargs)
+    remember_in_url(key, value)
+    return value
+
+
+def preset_buttons(presets: dict[str, str], target_key: str, label: str = "Presets from the lecture") -> None:
+    """A row of buttons; clicking one puts its text into the input `target_key`."""
+
+    def use(text: str) -> None:
+        st.session_state[target_key] = text
+
+    st.caption(label)
+    columns = st.columns(min(len(presets), 6))
+    for i, (name, text) in enumerate(presets.items()):
+        columns[i % len(columns)].button(name, key=f"{target_key}-preset-{i}", on_click=use, args=(text,),
+                                         help=text, width="stretch")
+
+
+# ---------------------------------------------------------------- the model pickers
+
+
+def _source_picker(label: str, default: str) -> tuple[str, bool, str]:
+    slot = label.lower()
+    choices = list(PRESETS) + [OTHER]
+    picked = st.query_params.get(slot, default)
+    st.session_state.setdefault(f"pick_{slot}", picked if picked in PRESETS else OTHER)
+    st.session_state.setdefault(f"other_{slot}", "" if picked in PRESETS else picked)
+    choice = st.selectbox(f"Model {label}", choices, key=f"pick_{slot}",
+                          format_func=lambda name: PRESETS[name].title if name in PRESETS else name)
+    if choice == OTHER:
+        source = st.text_input(f"Model {label}: hub id, local folder or .gguf file", key=f"other_{slot}",
+                               placeholder="e.g. Qwen/Qwen2.5-0.5B or /data/my-model").strip()
+    else:
+        source = choice
+    hub_preset = choice in PRESETS and PRESETS[choice].kind == "hub"
+    st.session_state.setdefault(f"weights_{slot}", st.query_params.get(f"{slot}_weights", "0" if hub_preset else "1") == "1")
+    weights = st.toggle("Load the weights", key=f"weights_{slot}",
+                        help="Off: only the architecture is built, from the config (no download, no memory). "
+                             "The Architecture page works; pages that run text need the weights.")
+    if hub_preset and not weights:
+        st.caption("Config only: architecture from the real config shipped with the app. "
+                   "Turn on to download (gated: needs a token, see README).")
+    remember_in_url(slot, source)
+    remember_in_url(f"{slot}_weights", "1" if weights else "0")
+    return source, weights, st.session_state.get(f"dtype_{slot}", "auto")
+
+
+def model_pickers() -> tuple[ModelKey, ModelKey]:
+    """The sidebar pickers for A and B. They live in the entry script, so they hold on every page."""
+    keys = []
+    with st.sidebar:
+        st.header("Models")
+        for label, default in zip(("A", "B"), DEFAULT_PAIR):
+            source, weights, _ = _source_picker(label, default)
+            keys.append((label, source, weights))
+        with st.expander("Advanced: number format"):
+            dtypes = [selectbox(f"Model {label} dtype", DTYPES, key=f"dtype_{label.lower()}",
+                                help="auto: float32 for small models, bfloat16 above 1 B parameters")
+                      for label, _, _ in keys]
+    return tuple(ModelKey(source, weights, dtype) for (_, source, weights), dtype in zip(keys, dtypes))
+
+
+def load_slots(keys: tuple[ModelKey, ModelKey]) -> list[Slot]:
+    """Load both models (cached), with a progress bar the first time; failures become messages."""
+    slots = []
+    for label, key in zip(("A", "B"), keys):
+        if not key.source:
+            slots.append(Slot(label, key, None, "No model chosen: type a hub id, folder or .gguf file."))
+            continue
+        bar = st.empty()
+
+        def progress(fraction: float, message: str, bar=bar, label=label) -> None:
+            bar.progress(min(max(fraction, 0.0), 1.0), text=f"Model {label}: {message}")
+
+        try:
+            lm = cached_model(key, _progress=progress)
+            slots.append(Slot(label, key, lm, None))
+        except ModelLoadError as error:
+            slots.append(Slot(label, key, None, str(error)))
+        bar.empty()
+    return slots
+
+
+def current_slots() -> list[Slot]:
+    """The two slots chosen in the sidebar (set by the entry script before the page runs)."""
+    return st.session_state["_slots"]
+
+
+# ---------------------------------------------------------------- layout helpers
+
+
+def side_by_side(render, slots: list[Slot] | None = None, need_weights: bool = False) -> None:
+    """Call render(slot) in two columns, A left and B right.
+
+    A model that failed to load, or an exception inside one column, becomes a
+    message in that column only: the other model keeps working.
+    """
+    slots = slots if slots is not None else current_slots()
+    for column, slot in zip(st.columns(2, gap="large"), slots):
+        with column:
+            st.subheader(slot.title)
+            if slot.lm is None:
+                st.error(slot.error)
+                continue
+            if need_weights and not slot.lm.has_weights:
+                st.info(f"{slot.key.source} is loaded from its config only: turn on 'Load the weights' "
+                        "in the sidebar to run text through it.")
+                continue
+            try:
+                render(slot)
+            except (ValueError, KeyError, ModelLoadError) as error:
+                st.error(str(error))
+
+
+def download_csv(table: pd.DataFrame, filename: str, label: str = "Download CSV", key: str | None = None) -> None:
+    st.download_button(label, table.to_csv(index=False).encode("utf-8"), file_name=filename,
+                       mime="text/csv", key=key or f"csv-{filename}", icon=":material/download:")
