@@ -29,13 +29,13 @@ def source_description(lm: LoadedModel) -> str:
         "folder": "local snapshot folder",
         "hub": "Hugging Face hub",
     }
-    text = f"{lm.name} · {kinds[lm.source.kind]}"
+    text = f"{lm.name}, {kinds[lm.source.kind]}"
     if lm.source.kind == "hub" and lm.source.location != lm.name:
         text += f" ({lm.source.location})"
     if lm.dequantized_from_gguf:
-        text += " · GGUF Q4 dequantized"
+        text += ", GGUF Q4 dequantized to float32"
     if not lm.has_weights:
-        text += " · config only (no weights)"
+        text += ", config only (no weights)"
     return text
 
 
@@ -66,7 +66,7 @@ def model_card(lm: LoadedModel) -> dict[str, str]:
         "Head dimension": str(lm.head_dim),
         "FFN size": f"{tc.intermediate_size:,}",
         "Vocabulary": vocab,
-        "Tied embeddings (LM head = embedding table)": "yes" if lm.model.config.get_text_config().tie_word_embeddings else "no",
+        "Tied embeddings": "yes (the LM head reuses the embedding table)" if tc.tie_word_embeddings else "no",
         "Context length": f"{tc.max_position_embeddings:,} tokens",
         "Dtype": str(lm.dtype).removeprefix("torch."),
         "Device": lm.device,

