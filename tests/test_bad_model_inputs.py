@@ -1,0 +1,111 @@
+"""Bad-input matrix, model side: every bad model choice is a clear message on the page,
+the other model keeps working, and nothing is written to disk.
+
+Hub failures are simulated at the hub-client boundary (huggingface_hub.snapshot_download),
+because no machine here reaches the hub.
+"""
+
+import shutil
+
+import huggingface_hub
+import huggingface_hub.errors as hub_errors
+import pytest
+from transformers import BertConfig, BertForMaskedLM
+
+import core.loading
+from core.cache import cache_dir
+from tests.apptest import assert_clean, run_page
+
+pytestmark = pytest.mark.app
+SECRET = "hf_NEVER_SHOW_THIS_TOKEN_42"
+B_COUNT = "268,098,176"  # the embedded Gemma 3 270M in slot B
+
+
+def _raise(error):
+    def fake(*args, **kwargs):
+        raise error
+    return fake
+
+
+def _http_error(cls, status):
+    import httpx2
+
+    return cls(f"{status} Client Error", response=httpx2.Response(status, request=httpx2.Request("GET", "https://hf.co")))
+
+
+def folder_without_weights(tmp_path, tiny_folders):
+    folder = tmp_path / "no-weights"
+    folder.mkdir()
+    shutil.copy(tiny_folders["llama"] / "config.json", folder)
+    return str(folder)
+
+
+def corrupt_folder(tmp_path, tiny_folders):
+    folder = tmp_path / "corrupt"
+    shutil.copytree(tiny_folders["llama"], folder)
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[:100] + b"\0" * 50 + data[150:3000])
+    return str(folder)
+
+
+def bert_folder(tmp_path, tiny_folders):
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    BertForMaskedLM(config).save_pretrained(tmp_path / "bert")
+    return str(tmp_path / "bert")
+
+
+# case -> (source for model A, how to break the world, expected words on the page)
+CASES = {
+    "unknown model id": ("nobody/no-such-model", lambda mp: mp.setattr(
+        huggingface_hub, "snapshot_download", _raise(_http_error(hub_errors.RepositoryNotFoundError, 404)))
+        , "No such model"),
+    "gated model without a token": ("llama-3.2-3b", lambda mp: mp.setattr(
+        huggingface_hub, "snapshot_download", _raise(_http_error(hub_errors.GatedRepoError, 403))),
+        "accept the licence at https://huggingface.co/meta-llama/Llama-3.2-3B-Instruct"),
+    "no network": ("Qwen/Qwen2.5-0.5B", lambda mp: mp.setattr(
+        huggingface_hub, "snapshot_download", _raise(ConnectionError("no route"))), "Offline"),
+    "local folder that does not exist": ("/no/such/folder", None, "does not exist"),
+    "folder without weights": (folder_without_weights, None, "no .safetensors weights"),
+    "corrupt safetensors file": (corrupt_folder, None, "corrupt or incomplete"),
+    "non-causal model (tiny BERT)": (bert_folder, None, "not a causal"),
+    "model that would not fit in memory": ("tiny-llama", lambda mp: mp.setattr(
+        core.loading, "available_memory", lambda device: 10_000), "of memory is free"),
+}
+
+
+def _snapshot(path):
+    return sorted(str(p) for p in path.rglob("*")) if path.exists() else []
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_model_choice_is_a_message(case, monkeypatch, tmp_path, tiny_folders):
+    source, break_world, expected = CASES[case]
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    if case == "gated model without a token":
+        monkeypatch.delenv("HF_TOKEN")
+        monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    if break_world:
+        break_world(monkeypatch)
+    if callable(source):
+        source = source(tmp_path, tiny_folders)
+    elif source == "tiny-llama":
+        source = str(tiny_folders["llama"])
+    before_cache, before_tmp = _snapshot(cache_dir() / "converted"), _snapshot(tmp_path)
+
+    app = run_page(query={"a": source, "a_weights": "1"})
+
+    assert_clean(app)
+    messages = " ".join(e.value for e in app.error)
+    assert expected in messages
+    assert SECRET not in messages
+    page_text = " ".join(t.value.to_csv() for t in app.table)
+    assert B_COUNT in page_text  # model B is still there
+    assert _snapshot(cache_dir() / "converted") == before_cache and _snapshot(tmp_path) == before_tmp
+
+
+def test_same_model_for_a_and_b_is_one_copy():
+    app = run_page(query={"a": "gemma-3-270m", "b": "gemma-3-270m"})
+    assert_clean(app)
+    slot_a, slot_b = app.session_state["_slots"]
+    assert slot_a.lm is slot_b.lm  # one model in memory, shown twice
+    assert " ".join(t.value.to_csv() for t in app.table).count(B_COUNT) == 2
