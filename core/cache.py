@@ -52,10 +52,17 @@ def convert_gguf(gguf_path: Path, progress=None) -> Path:
     if progress:
         progress(0.1, f"First start: converting {gguf_path.name} from GGUF (about a minute, once)")
     folder, name = str(gguf_path.parent), gguf_path.name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    if progress:
-        progress(0.4, f"Dequantizing the weights of {gguf_path.name}")
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype="float32")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        if progress:
+            progress(0.4, f"Dequantizing the weights of {gguf_path.name}")
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype="float32")
+    except Exception as error:  # unsupported architecture, truncated file, missing reader...
+        from core.loading import ModelLoadError
+
+        raise ModelLoadError(
+            f"The GGUF file {gguf_path.name} could not be read: {type(error).__name__}: {str(error)[:200]}"
+        ) from None
     if progress:
         progress(0.7, "Saving the converted model to the disk cache")
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:

@@ -32,3 +32,44 @@ def test_home_shows_both_model_cards(app_url):
         assert "Model A: smollm2-135m" in body and "Model B: gemma-3-270m" in body
         assert "134,515,008" in body and "268,098,176" in body
         assert not page.console_errors, page.console_errors
+
+
+PAGES = ["architecture", "vocabulary", "embeddings", "hidden_states", "similarity", "logit_lens", "attention"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def page_problems(page) -> list[str]:
+    """Exception boxes, console errors, and charts or images that drew nothing."""
+    problems = page.locator('[data-testid="stException"]').all_inner_texts()
+    problems += [f"console: {e}" for e in page.console_errors]
+    empty = page.evaluate("""() => {
+        const bad = [];
+        document.querySelectorAll('[data-testid="stVegaLiteChart"]').forEach((el, i) => {
+            const mark = el.querySelector('canvas, svg');
+            const box = el.getBoundingClientRect();
+            if (!mark || box.width < 10 || box.height < 10) bad.push(`chart ${i} is empty`);
+        });
+        document.querySelectorAll('[data-testid="stImage"] img, [data-testid="stFullScreenFrame"] img').forEach((img, i) => {
+            if (!img.complete || img.naturalWidth === 0) bad.push(`image ${i} did not load`);
+        });
+        return bad;
+    }""")
+    return problems + empty
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_every_page_and_every_preset(app_url, name):
+    if not (ROOT / "dashboard" / "pages" / f"{name}.py").exists():
+        pytest.skip(f"page {name} not built yet")
+    with browser_page() as page:
+        page.goto(f"{app_url}/{name}")
+        wait_until_idle(page, timeout=300)
+        page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+        assert not page_problems(page), page_problems(page)
+        presets = page.locator('[class*="-preset-"] button')
+        for i in range(presets.count()):
+            presets.nth(i).click()
+            wait_until_idle(page, timeout=300)
+            problems = page_problems(page)
+            assert not problems, (i, problems)
+        page.screenshot(path=str(ARTIFACTS / f"{name}-after-presets.png"), full_page=True)
