@@ -10,8 +10,14 @@ from core.params import count_parameters, parameter_table
 from core.sources import DEFAULT_PAIR, PRESETS, SourceError, resolve_source
 from core.tokens import tokenize
 from core.trace import Trace, run_trace
+from core.context import similarity_curves, word_vectors_across
+from core.lens import logit_lens, token_trajectory
+from core.embeddings import nearest_tokens
+from core.attention import attention_weights
 
 __all__ = [
+    "attention_weights",
+    "similarity_curves", "word_vectors_across", "logit_lens", "token_trajectory", "nearest_tokens",
     "DEFAULT_PAIR", "PRESETS", "LoadedModel", "ModelLoadError", "SourceError", "Trace",
     "count_parameters", "load_model", "parameter_table", "resolve_source", "run_trace", "tokenize",
 ]

@@ -17,22 +17,24 @@ import ui  # noqa: E402
 st.set_page_config(page_title="Two language models, side by side", page_icon=":material/compare:", layout="wide")
 
 PAGES = {  # section -> (file, title, icon)
-    "Overview": [("pages/home.py", "Home", ":material/home:")],
+    "Overview": [("views/home.py", "Home", ":material/home:")],
     "Weights": [
-        ("pages/architecture.py", "Architecture", ":material/account_tree:"),
-        ("pages/vocabulary.py", "Vocabulary", ":material/abc:"),
-        ("pages/embeddings.py", "Embeddings", ":material/scatter_plot:"),
+        ("views/architecture.py", "Architecture", ":material/account_tree:"),
+        ("views/vocabulary.py", "Vocabulary", ":material/abc:"),
+        ("views/embeddings.py", "Embeddings", ":material/scatter_plot:"),
     ],
     "Running text": [
-        ("pages/hidden_states.py", "Hidden states", ":material/layers:"),
-        ("pages/similarity.py", "Contextual similarity", ":material/show_chart:"),
-        ("pages/logit_lens.py", "Logit lens", ":material/visibility:"),
-        ("pages/attention.py", "Attention", ":material/grid_on:"),
+        ("views/hidden_states.py", "Hidden states", ":material/layers:"),
+        ("views/similarity.py", "Contextual similarity", ":material/show_chart:"),
+        ("views/logit_lens.py", "Logit lens", ":material/visibility:"),
+        ("views/attention.py", "Attention", ":material/grid_on:"),
     ],
 }
 HERE = Path(__file__).parent
+# The page scripts live in views/, not pages/: a pages/ folder makes Streamlit fall back to its
+# old automatic multipage mode for deep links (/attention), which skips this entry script.
 navigation = {
-    section: [st.Page(file, title=title, icon=icon, default=file == "pages/home.py")
+    section: [st.Page(file, title=title, icon=icon, default=file == "views/home.py")
               for file, title, icon in pages if (HERE / file).exists()]
     for section, pages in PAGES.items()
 }

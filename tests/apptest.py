@@ -10,7 +10,7 @@ ENTRY = str(Path(__file__).resolve().parents[1] / "dashboard" / "Home.py")
 
 
 def run_page(page: str | None = None, query: dict[str, str] | None = None, timeout: float = 300) -> AppTest:
-    """Open `page` (e.g. "pages/attention.py"; None = Home) with optional URL query params.
+    """Open `page` (e.g. "views/attention.py"; None = Home) with optional URL query params.
 
     Runs the entry script first so the models picked in the sidebar are loaded,
     exactly as a browser visit does.

@@ -78,7 +78,20 @@ def browser_page(width: int = 1600, height: int = 1000):
         browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": width, "height": height})
         page.console_errors = []
-        page.on("console", lambda msg: page.console_errors.append(msg.text) if msg.type == "error" else None)
+        # A deep link (/attention) makes Streamlit's frontend probe <page>/_stcore/health and
+        # host-config before it finds the server root; those two 404s are expected, not errors.
+        probes = []
+        page.on("response", lambda r: probes.append(r.url) if r.status == 404 and "/_stcore/" in r.url else None)
+
+        def on_console(msg):
+            if msg.type != "error":
+                return
+            if msg.text.startswith("Failed to load resource") and "404" in msg.text and probes:
+                probes.pop()
+                return
+            page.console_errors.append(msg.text)
+
+        page.on("console", on_console)
         page.on("pageerror", lambda error: page.console_errors.append(str(error)))
         try:
             yield page
@@ -111,6 +124,18 @@ def wait_until_idle(page, timeout: float = 180) -> None:
     raise TimeoutError(f"the app was still running after {timeout} s")
 
 
+def screenshot(page, path) -> None:
+    """The whole page: Streamlit scrolls inside stMain, so grow the viewport to its height first."""
+    height = page.evaluate(
+        "() => Math.max(...Array.from(document.querySelectorAll('[data-testid=\"stMain\"], "
+        "[data-testid=\"stSidebarContent\"]')).map(e => e.scrollHeight), 800)")
+    width = page.viewport_size["width"]
+    page.set_viewport_size({"width": width, "height": min(int(height) + 40, 16000)})
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(path))
+    page.set_viewport_size({"width": width, "height": 1000})
+
+
 def open_page(url: str, png: str | Path | None = None, timeout: float = 180, full_page: bool = True):
     """Open url, wait for the app to settle, optionally save a full-page screenshot.
 
@@ -121,7 +146,7 @@ def open_page(url: str, png: str | Path | None = None, timeout: float = 180, ful
         wait_until_idle(page, timeout)
         exceptions = page.locator('[data-testid="stException"]').all_inner_texts()
         if png:
-            page.screenshot(path=str(png), full_page=full_page)
+            screenshot(page, png) if full_page else page.screenshot(path=str(png))
         return exceptions, list(page.console_errors)
 
 

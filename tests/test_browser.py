@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import browser_page, chromium_path, serve_app, wait_until_idle
+from tests.browser import browser_page, chromium_path, screenshot, serve_app, wait_until_idle
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -26,7 +26,7 @@ def test_home_shows_both_model_cards(app_url):
     with browser_page() as page:
         page.goto(app_url)
         wait_until_idle(page)
-        page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
+        screenshot(page, ARTIFACTS / "home.png")
         body = page.inner_text("body")
         assert page.locator('[data-testid="stException"]').count() == 0
         assert "Model A: smollm2-135m" in body and "Model B: gemma-3-270m" in body
@@ -59,17 +59,20 @@ def page_problems(page) -> list[str]:
 
 @pytest.mark.parametrize("name", PAGES)
 def test_every_page_and_every_preset(app_url, name):
-    if not (ROOT / "dashboard" / "pages" / f"{name}.py").exists():
+    if not (ROOT / "dashboard" / "views" / f"{name}.py").exists():
         pytest.skip(f"page {name} not built yet")
     with browser_page() as page:
         page.goto(f"{app_url}/{name}")
         wait_until_idle(page, timeout=300)
-        page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+        screenshot(page, ARTIFACTS / f"{name}.png")
         assert not page_problems(page), page_problems(page)
-        presets = page.locator('[class*="-preset-"] button')
+        # ui.preset_buttons gives each button the key "<input>-preset-<i>"; Streamlit turns a key
+        # into the class st-key-<key> on the button's container.
+        # Buttons inside a closed expander or another tab are not clickable: only visible ones.
+        presets = page.locator('.stElementContainer[class*="-preset-"] button:visible')
         for i in range(presets.count()):
             presets.nth(i).click()
             wait_until_idle(page, timeout=300)
             problems = page_problems(page)
             assert not problems, (i, problems)
-        page.screenshot(path=str(ARTIFACTS / f"{name}-after-presets.png"), full_page=True)
+        screenshot(page, ARTIFACTS / f"{name}-after-presets.png")

@@ -1,0 +1,351 @@
+"""Neighbours in a model's input-embedding table (lecture step 3).
+
+Each row E[i] of the embedding table (vocab, hidden) is token i's vector. The
+nearest tokens to a query vector q are the rows with the highest cosine
+similarity
+
+    cos(q, E[i]) = (E[i] . q) / (|E[i]| |q|)
+
+computed over the *whole* vocabulary. Gemma multiplies embeddings by
+sqrt(hidden) in the forward pass; a constant factor does not change a cosine,
+so the raw table is used for every model.
+
+Memory: there is never a normalised copy of E (for Gemma 3 4B that would be
+another 262,208 x 2,560 fp32 = 2.7 GB). The inverse row norms 1/|E[i]| — one fp32
+vector of length vocab — are computed once per model and kept in a weak-keyed
+cache beside the model (never on it: models are shared and read-only). With q
+scaled to unit length first, a query is one matrix-vector product in the
+table's own dtype, one multiply per token and a top-k: O(vocab) extra memory.
+
+bf16/fp16 tables: torch's CPU matvec accumulates in fp32 but rounds each output
+to the table's dtype, so the cosines of that pass are off by at most ~0.004.
+That is plenty to rank 262 k tokens but can swap near-ties, so every token
+within a safety margin of the k-th score is rescored exactly in fp32 (usually a
+few dozen rows). Upcasting row chunks to fp32 for the full pass was measured
+several times slower on CPU (bench/embeddings.py).
+
+Arithmetic a - b + c is 3CosAdd (Mikolov et al. 2013, "Linguistic Regularities
+in Continuous Space Word Representations"; Levy & Goldberg 2014): each term is
+unit-normalised first so no word dominates by its norm, and the inputs are
+excluded from the answer. Projections are PCA (SVD of the centred word vectors).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core.loading import LoadedModel, ModelLoadError
+from core.tokens import display_token, require_tokenizer
+
+NORM_CHUNK_ROWS = 8192  # rows upcast to fp32 at a time while computing norms: 8192 x 3072 x 4 B = 100 MB
+RESCORE_MARGIN = 0.01  # > 2 x the worst cosine error of a bf16-output matvec (2 x 2^-8 relative + input rounding)
+MAX_RESCORE_ROWS = 16_384  # cap on rows rescored in fp32 (only reached by a near-constant table)
+MAX_K = 200
+MAX_WORDS = 60  # projection word lists
+TOKEN_ID = re.compile(r"^#\s*(\d+)$")  # "#1234" means token id 1234
+
+
+# ---------------------------------------------------------------- the table and its norms
+
+
+def embedding_table(lm: LoadedModel) -> torch.Tensor:
+    """The input-embedding matrix (vocab, hidden) as stored: same dtype, no copy."""
+    if not lm.has_weights:
+        raise ModelLoadError(f"{lm.name} was loaded from its config only: embeddings need the weights.")
+    return lm.decoder.embed_tokens.weight.detach()  # (V, H)
+
+
+@torch.no_grad()
+def compute_inverse_norms(table: torch.Tensor) -> torch.Tensor:
+    """1 / |E[i]| for every row, fp32 (V,), upcasting one bounded chunk of rows at a time.
+
+    Inverse so that a query costs one multiply per token instead of a divide; an all-zero
+    row (an unused slot) gets 0, i.e. cosine 0 instead of NaN.
+    """
+    inverse = torch.empty(table.shape[0], dtype=torch.float32)  # (V,)
+    for start in range(0, table.shape[0], NORM_CHUNK_ROWS):
+        rows = table[start:start + NORM_CHUNK_ROWS].float()  # (chunk, H): bounded fp32 scratch
+        inverse[start:start + NORM_CHUNK_ROWS] = torch.linalg.vector_norm(rows, dim=1)
+    return torch.where(inverse > 0, 1.0 / inverse, 0.0)
+
+
+class _NormCache:
+    """Inverse row norms per loaded model, computed once; an entry goes away with its model."""
+
+    def __init__(self) -> None:
+        self._inverse: weakref.WeakKeyDictionary[LoadedModel, torch.Tensor] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def get(self, lm: LoadedModel) -> torch.Tensor:
+        with self._lock:  # two sessions asking at once compute it once
+            inverse = self._inverse.get(lm)
+            if inverse is None:
+                inverse = compute_inverse_norms(embedding_table(lm))
+                self._inverse[lm] = inverse
+            return inverse
+
+
+NORMS = _NormCache()
+
+
+def inverse_norms(lm: LoadedModel) -> torch.Tensor:
+    """1 / |E[i]| for every token of the model, fp32 (vocab,). Cached per model."""
+    return NORMS.get(lm)
+
+
+# ---------------------------------------------------------------- cosine over the whole vocabulary
+
+
+@torch.no_grad()
+def top_cosine_rows(table: torch.Tensor, inverse: torch.Tensor, q: torch.Tensor, k: int,
+                    exclude=()) -> tuple[list[int], list[float]]:
+    """Ids and cosines of the k rows of `table` (V, H) most similar to q (H,), best first.
+
+    `inverse` is compute_inverse_norms(table); rows in `exclude` are skipped. One pass over
+    the table in its own dtype, one multiply per row, and an exact rescoring of a few rows.
+    Few whole-vocabulary operations on purpose: each costs a thread hand-off on a busy CPU.
+    """
+    q = q.detach().float().cpu()
+    q = q / torch.linalg.vector_norm(q).clamp_min(1e-30)  # (H,) unit: E[i].q * inverse[i] is the cosine
+    exclude = sorted(set(exclude))
+    k = max(1, min(int(k), table.shape[0] - len(exclude)))
+    # (V,) fp32. The matvec runs in the table's dtype with fp32 accumulation; the multiply upcasts.
+    scores = torch.mul(torch.mv(table, q.to(table.dtype)), inverse)
+    if exclude:
+        scores[exclude] = float("-inf")
+    top = torch.topk(scores, k)
+    if table.dtype in (torch.float32, torch.float64):
+        return top.indices.tolist(), top.values.tolist()
+    # Low-precision table: each score is within RESCORE_MARGIN/2 of the truth, so the true top k
+    # all score at least (k-th score - margin). Rescore those rows exactly in fp32.
+    candidates = torch.nonzero(scores >= top.values[-1] - RESCORE_MARGIN).squeeze(1)  # (C,)
+    if candidates.numel() > MAX_RESCORE_ROWS or not torch.isfinite(top.values).all():
+        candidates = torch.topk(scores.nan_to_num(nan=-1.0), min(MAX_RESCORE_ROWS, table.shape[0])).indices
+    exact = (table[candidates].float() @ q) * inverse[candidates]  # (C,)
+    if exclude:
+        exact[torch.isin(candidates, torch.tensor(exclude))] = float("-inf")
+    best = torch.topk(exact, k)
+    return candidates[best.indices].tolist(), best.values.tolist()
+
+
+def top_cosine(lm: LoadedModel, q: torch.Tensor, k: int, exclude=()) -> tuple[list[int], list[float]]:
+    """The k tokens of the model's vocabulary most cosine-similar to the vector q (H,)."""
+    return top_cosine_rows(embedding_table(lm), inverse_norms(lm), q, k, exclude)
+
+
+# ---------------------------------------------------------------- queries
+
+
+@dataclass(frozen=True)
+class Query:
+    """What a typed query means to one model: the token ids it becomes and the vector used."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    pieces: tuple[str, ...]  # readable text of each token
+    vector: torch.Tensor  # (H,) fp32: the token's row, or the mean of the pieces' rows
+
+    @property
+    def is_single_token(self) -> bool:
+        return len(self.token_ids) == 1
+
+
+def _query_ids(lm: LoadedModel, query: str | int) -> list[int]:
+    vocab = embedding_table(lm).shape[0]  # first: "needs the weights" is the useful message
+    tokenizer = require_tokenizer(lm)
+    if isinstance(query, (int, np.integer)):
+        token_id = int(query)
+    elif TOKEN_ID.match(str(query).strip()):
+        token_id = int(TOKEN_ID.match(str(query).strip()).group(1))
+    else:
+        text = str(query)
+        if not text.strip():
+            raise ValueError("Type a word or a token (or #1234 for token id 1234).")
+        # A raw vocabulary piece such as "Ġapple" or "<bos>" is that token, whatever it would encode to.
+        piece_id = tokenizer.convert_tokens_to_ids(text)
+        if piece_id is not None and (piece_id != tokenizer.unk_token_id or text == tokenizer.unk_token):
+            return [int(piece_id)]
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ValueError(f"{lm.name}'s tokenizer turns {text!r} into no tokens at all.")
+        if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
+            raise ValueError(f"{text!r} contains characters {lm.name} does not know (they become <unk>).")
+        return list(ids)
+    if not 0 <= token_id < vocab:
+        raise ValueError(f"Token id {token_id} does not exist in {lm.name}: ids run from 0 to {vocab - 1:,}.")
+    return [token_id]
+
+
+@torch.no_grad()
+def resolve_query(lm: LoadedModel, query: str | int) -> Query:
+    """A token string, a token id (int or "#1234"), or a word the tokenizer splits into pieces.
+
+    Several pieces are averaged: the mean of their embedding rows stands for the word.
+    """
+    ids = _query_ids(lm, query)
+    rows = embedding_table(lm)[ids].float()  # (pieces, H)
+    return Query(str(query), tuple(ids), tuple(display_token(lm, i) for i in ids), rows.mean(dim=0))
+
+
+def _neighbour_frame(lm: LoadedModel, ids: list[int], cosines: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({
+        "rank": range(1, len(ids) + 1),
+        "token": [display_token(lm, i) for i in ids],
+        "token_id": ids,
+        "cosine": cosines,
+    })
+
+
+def nearest_tokens(lm: LoadedModel, query: str | int, k: int = 10) -> pd.DataFrame:
+    """The k tokens whose embedding is most cosine-similar to the query's, over the whole vocabulary.
+
+    Columns: rank (1 = best), token (readable text), token_id, cosine. A single-token query
+    finds itself at rank 1. `df.attrs` holds "query_ids" and "query_pieces" (several for a
+    word the tokenizer splits, whose mean vector was used).
+    """
+    resolved = resolve_query(lm, query)
+    ids, cosines = top_cosine(lm, resolved.vector, min(int(k), MAX_K))
+    table = _neighbour_frame(lm, ids, cosines)
+    table.attrs.update(query_ids=list(resolved.token_ids), query_pieces=list(resolved.pieces))
+    return table
+
+
+# ---------------------------------------------------------------- arithmetic
+
+
+def arithmetic(lm: LoadedModel, a: str | int, b: str | int, c: str | int, k: int = 10,
+               expected: str | int | None = None) -> pd.DataFrame:
+    """Nearest tokens to a - b + c (3CosAdd: each term unit-normalised), the inputs' tokens excluded.
+
+    Same columns as `nearest_tokens`; attrs "pieces" maps each input to its readable pieces.
+    With `expected` (e.g. "小" for 冷 - cold + small), attrs "expected_rank" is where that token
+    lands among the whole vocabulary (1 = the answer), or None if it is not a single token.
+    """
+    terms = [resolve_query(lm, word) for word in (a, b, c)]
+    unit = [t.vector / torch.linalg.vector_norm(t.vector).clamp_min(1e-30) for t in terms]  # 3 x (H,)
+    target = unit[0] - unit[1] + unit[2]  # (H,)
+    exclude = {i for t in terms for i in t.token_ids}
+    ids, cosines = top_cosine(lm, target, min(int(k), MAX_K), exclude=exclude)
+    table = _neighbour_frame(lm, ids, cosines)
+    table.attrs["pieces"] = {str(t.text): list(t.pieces) for t in terms}
+    if expected is not None and str(expected).strip():
+        wanted = resolve_query(lm, expected)
+        table.attrs["expected_pieces"] = list(wanted.pieces)
+        table.attrs["expected_rank"] = (rank_of(lm, target, wanted.token_ids[0], exclude)
+                                        if wanted.is_single_token else None)
+    return table
+
+
+@torch.no_grad()
+def rank_of(lm: LoadedModel, q: torch.Tensor, token_id: int, exclude=()) -> int:
+    """Where `token_id` lands when the whole vocabulary is sorted by cosine to q (1 = closest)."""
+    table, inverse = embedding_table(lm), inverse_norms(lm)
+    scores = torch.mul(torch.mv(table, q.float().to(table.dtype)), inverse)  # (V,); the scale of q is irrelevant
+    if exclude:
+        scores[sorted(set(exclude))] = float("-inf")
+    return int((scores > scores[token_id]).sum()) + 1
+
+
+# ---------------------------------------------------------------- comparing two models' lists
+
+
+def normalise_token(text: str) -> str:
+    """Token text comparable across tokenizers: space markers (Ġ, ▁) and surrounding spaces dropped, case kept."""
+    plain = text.replace("Ġ", " ").replace("▁", " ").strip()
+    return plain or text  # a token that is only whitespace stays itself
+
+
+@dataclass(frozen=True)
+class Overlap:
+    jaccard: float  # |A ∩ B| / |A ∪ B| of the normalised token sets
+    shared: list[str]  # normalised tokens in both lists, in A's order
+    table: pd.DataFrame  # token, rank_a, rank_b (best rank of that normalised token; NA if absent)
+
+
+def neighbour_overlap(a: pd.DataFrame, b: pd.DataFrame) -> Overlap:
+    """How much two neighbour lists (from `nearest_tokens`, any two models) agree."""
+
+    def best_ranks(table: pd.DataFrame) -> dict[str, int]:
+        ranks: dict[str, int] = {}
+        for token, rank in zip(table["token"], table["rank"]):
+            ranks.setdefault(normalise_token(token), int(rank))  # rows come best first
+        return ranks
+
+    ranks_a, ranks_b = best_ranks(a), best_ranks(b)
+    union = list(ranks_a) + [t for t in ranks_b if t not in ranks_a]
+    shared = [t for t in ranks_a if t in ranks_b]
+    table = pd.DataFrame({
+        "token": union,
+        "rank_a": pd.array([ranks_a.get(t) for t in union], dtype="Int64"),
+        "rank_b": pd.array([ranks_b.get(t) for t in union], dtype="Int64"),
+    })
+    table["in_both"] = table["rank_a"].notna() & table["rank_b"].notna()
+    return Overlap(len(shared) / len(union) if union else 0.0, shared, table)
+
+
+# ---------------------------------------------------------------- 2-D projection
+
+
+def parse_word_groups(text: str) -> list[tuple[str, str]]:
+    """(group, word) pairs from lines like "Fruits: apple, banana"; a line without a label is group "words".
+
+    Words are separated by commas (or by new lines); repeated words are kept once.
+    """
+    pairs: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        group, _, words = line.partition(":") if ":" in line else ("", "", line)
+        group = group.strip() or "words"
+        for word in words.split(","):
+            if word.strip() and all(word.strip() != w for _, w in pairs):
+                pairs.append((group, word.strip()))
+    return pairs
+
+
+@torch.no_grad()
+def project_words(lm: LoadedModel, words: list[tuple[str, str]] | list[str]) -> pd.DataFrame:
+    """Each word's embedding (mean of its pieces) projected onto the 2 principal components of the list.
+
+    Columns: word, group, x, y, pieces (readable, joined by " | "), n_pieces. attrs "explained"
+    is the share of variance each axis keeps. PCA signs are fixed so the largest loading is positive.
+    """
+    pairs = [(w if isinstance(w, tuple) else ("words", w)) for w in words]
+    if len(pairs) < 3:
+        raise ValueError("Give at least 3 words to draw a map.")
+    if len(pairs) > MAX_WORDS:
+        raise ValueError(f"At most {MAX_WORDS} words, please ({len(pairs)} given).")
+    resolved = [resolve_query(lm, word) for _, word in pairs]
+    vectors = torch.stack([r.vector for r in resolved]).double().numpy()  # (n, H)
+    centred = vectors - vectors.mean(axis=0)
+    _, singular, components = np.linalg.svd(centred, full_matrices=False)  # components (n, H)
+    components = components[:2]
+    signs = np.sign(components[np.arange(2), np.abs(components).argmax(axis=1)])
+    components *= signs[:, None]  # deterministic orientation (as scikit-learn's svd_flip)
+    xy = centred @ components.T  # (n, 2)
+    variance = singular ** 2
+    table = pd.DataFrame({
+        "word": [w for _, w in pairs],
+        "group": [g for g, _ in pairs],
+        "x": xy[:, 0],
+        "y": xy[:, 1],
+        "pieces": [" | ".join(r.pieces) for r in resolved],
+        "n_pieces": [len(r.token_ids) for r in resolved],
+    })
+    table.attrs["explained"] = (variance[:2] / variance.sum()).tolist() if variance.sum() > 0 else [0.0, 0.0]
+    return table
+
+
+def visible(text: str) -> str:
+    """Token text with leading/trailing spaces shown as ␣ (a table would hide them)."""
+    core = text.strip(" ")
+    if not core:
+        return "␣" * len(text)
+    left = len(text) - len(text.lstrip(" "))
+    right = len(text) - len(text.rstrip(" "))
+    return "␣" * left + core + "␣" * right

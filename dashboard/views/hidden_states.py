@@ -1,0 +1,108 @@
+"""Hidden states (lecture step 4): the vector of every token after every layer, and the causal demo."""
+
+import pandas as pd
+import streamlit as st
+
+import ui
+from charts.context import difference_chart
+from core.context import difference_by_layer, hidden_state_facts, word_vectors_across
+
+PROMPTS = {"大家好": "大家好", "how are you?": "how are you?", "The apple is green": "the apple is green."}
+DEMO = "how about you?\nhow are you?\nnice to meet you"
+
+st.title("Hidden states: one vector per token after every layer")
+st.markdown(
+    "A model turns each token into a long list of numbers (a **vector**) and then passes the whole row of "
+    "vectors through its layers one after another. Entry 0 is the plain **token embedding**, looked up in a "
+    "table, so the same token always starts with the same numbers. Every layer then mixes in information from "
+    "the tokens **to the left** (never to the right), so from layer 1 on a token's vector depends on its "
+    "context: these are *contextualized embeddings* or *hidden states*. The model returns one entry per layer "
+    "plus the embeddings, each of shape (1 sentence, tokens, numbers per vector)."
+)
+
+# ---------------------------------------------------------------- one prompt
+st.header("The hidden states of one prompt")
+prompt = ui.text_input("Prompt", key="hs_prompt", default="大家好")
+ui.preset_buttons(PROMPTS, "hs_prompt", label="Examples")
+if not prompt.strip():
+    st.warning("Type a prompt, or click an example.")
+    st.stop()
+
+
+def one_prompt(slot) -> None:
+    trace = ui.trace_for(slot, prompt)
+    entries, T, H = trace.hidden_states.shape
+    a, b = st.columns(2)
+    a.metric("Hidden-state entries", entries, help=f"{slot.lm.num_layers} layers + the token embeddings (entry 0)")
+    b.metric("Shape of each entry", f"(1, {T}, {H})", help="(sentences, tokens, numbers per vector)")
+    tokens = [f"{i}: {t!r}" for i, t in enumerate(trace.tokens)]
+    left, right = st.columns(2)
+    position = left.selectbox("Token", range(T), index=T - 1, format_func=tokens.__getitem__,
+                              key=f"hs_token_{slot.label}_{T}")  # a new prompt: a new picker
+    layer = right.slider("Layer", 0, entries - 1, min(1, entries - 1), key=f"hs_layer_{slot.label}_{entries}",
+                         help="0 = token embeddings; i = output of layer i")
+    vector = trace.hidden_states[layer, position]
+    st.caption(f"First values of {trace.tokens[position]!r} at entry {layer} "
+               f"(of {H}; length of the whole vector: {float((vector**2).sum() ** 0.5):,.2f})")
+    st.dataframe(pd.DataFrame([vector[:8]], columns=[f"[{i}]" for i in range(8)]).style.format("{:.4f}"),
+                 hide_index=True, width="stretch")
+    ui.download_csv(pd.DataFrame({"dimension": range(H), "value": vector}),
+                    f"hidden_state_{slot.label}_layer{layer}_token{position}.csv", "CSV of this whole vector")
+    with st.expander("Every entry: shape and vector lengths"):
+        facts = hidden_state_facts(trace)
+        st.dataframe(facts, hide_index=True, width="stretch",
+                     column_config={"mean_norm": st.column_config.NumberColumn("mean length", format="%.2f"),
+                                    "max_norm": st.column_config.NumberColumn("max length", format="%.2f")})
+        ui.download_csv(facts, f"hidden_state_entries_{slot.label}.csv")
+
+
+ui.side_by_side(one_prompt, need_weights=True)
+
+# ---------------------------------------------------------------- the causal demo
+st.header("Same word, different sentences")
+st.markdown(
+    "The lecture's demo: in *how about you?*, *how are you?* and *nice to meet you*, every **you** has the "
+    "same vector at layer 0, and different vectors from layer 1 on, because the words before it differ. "
+    "**how** stays identical at every layer: it opens its sentence, so there is nothing different to its left "
+    "to look at (a begin-of-sentence token, if the model adds one, is the same in every sentence)."
+)
+sentences_text = ui.text_input("Sentences, one per line", key="hs_sentences", default=DEMO, area=True, height=100)
+ui.preset_buttons({"how / you (lecture)": DEMO}, "hs_sentences")
+words_text = ui.text_input("Words to follow, separated by commas", key="hs_words", default="how, you")
+sentences = tuple(s.strip() for s in sentences_text.splitlines() if s.strip())
+words = tuple(w.strip() for w in words_text.split(",") if w.strip())
+if len(sentences) < 2 or not words:
+    st.warning("Type at least two sentences (one per line) and one word.")
+    st.stop()
+
+
+@st.cache_data(max_entries=32, show_spinner="Running the sentences…")
+def demo_table(key, sentences: tuple, words: tuple) -> pd.DataFrame:
+    lm = ui.cached_model(key)
+    return word_vectors_across(lm, [ui.cached_trace(key, s) for s in sentences], words, n_values=3)
+
+
+def highlight(row: pd.Series) -> list[str]:
+    colour = "background-color: #d4f4dd" if row["identical"] else ""
+    return [colour] * len(row)
+
+
+def demo(slot) -> None:
+    table = demo_table(slot.key, sentences, words)
+    summary = difference_by_layer(table)
+    st.altair_chart(difference_chart(summary), width="stretch")
+    st.caption("0 means the word has exactly the same vector in every sentence that contains it.")
+    layer = st.slider("Layer for the table", 0, slot.lm.num_layers, min(1, slot.lm.num_layers),
+                      key=f"hs_demo_layer_{slot.label}_{slot.lm.num_layers}")
+    shown = table.loc[table["layer"] == layer, ["word", "text", "first_values", "max_difference", "identical"]]
+    st.dataframe(shown.style.apply(highlight, axis=1).format({"max_difference": "{:.4g}"}), hide_index=True,
+                 width="stretch", column_order=["word", "text", "first_values", "max_difference"],
+                 column_config={"text": "sentence", "first_values": "first values",
+                                "max_difference": st.column_config.NumberColumn(
+                                    "difference", help="Largest |difference| from the word's vector in the first "
+                                                       "sentence that contains it")})
+    st.caption("Green rows: identical to the word's vector in the first sentence that contains it.")
+    ui.download_csv(table, f"same_word_vectors_{slot.label}.csv", "CSV of every layer")
+
+
+ui.side_by_side(demo, need_weights=True)

@@ -1,0 +1,105 @@
+"""Contextual similarity (lecture step 5): is "apple" the fruit still like "apple" the company, layer by layer?"""
+
+import pandas as pd
+import streamlit as st
+
+import ui
+from charts.context import similarity_chart
+from core import ModelLoadError
+from core.context import MAX_SENTENCES, pair_label, similarity_curves, word_pieces
+
+TWO = "I ate an apple for breakfast\nThe company that makes iPads and AirPods is called apple"
+FOUR = "\n".join([
+    "I ate an apple for breakfast",
+    "She baked an apple pie for dessert",
+    "The company that makes iPads and AirPods is called apple",
+    "I bought shares of apple, the company behind the iPhone",
+])
+PRESETS = {"2 sentences: fruit vs company": TWO, "4 sentences: 2 fruit, 2 company": FOUR}
+
+st.title("Contextual similarity: the same word, in different sentences")
+st.markdown(
+    "Type a few sentences that all contain the same word. At every layer we take the word's vector in each "
+    "sentence and measure how alike two of them are (the **cosine similarity**: 1 = pointing the same way, "
+    "0 = unrelated). At layer 0 the same token always has the same vector, so the curve starts at 1. "
+    "**A falling curve means the model increasingly tells the two uses of the word apart** as it reads the "
+    "context (fruit vs company); a curve that stays high means it treats them as the same meaning. Because "
+    "in later layers *all* vectors tend to point in similar directions, the **normalized** view divides by "
+    "the average cosine over every pair of tokens from two different sentences at that layer, so layers "
+    "can be compared fairly."
+)
+
+sentences_text = ui.text_input(f"Sentences, one per line (2 to {MAX_SENTENCES})", key="sim_sentences",
+                               default=TWO, area=True, height=130)
+ui.preset_buttons(PRESETS, "sim_sentences")
+word = ui.text_input("Word to follow", key="sim_word", default="apple")
+options = st.columns([1.1, 1.1, 1, 1, 1])
+value = options[0].radio("Similarity", ["normalized", "cosine"], key="sim_value", horizontal=True,
+                         format_func={"normalized": "Normalized", "cosine": "Raw cosine"}.get,
+                         help="Normalized = cosine ÷ the average cosine of all token pairs across sentences.")
+x_axis = options[1].radio("Horizontal axis", ["relative", "layer"], key="sim_x", horizontal=True,
+                          format_func={"relative": "Relative depth", "layer": "Layer number"}.get,
+                          help="Relative depth = layer ÷ number of layers, so models of different depth line up.")
+exclude_bos = options[2].toggle("Skip start token", key="sim_exclude_bos",
+                                help="The begin-of-sentence token is identical in every sentence and very large; "
+                                     "it can dominate the average used for normalizing.")
+center = options[3].toggle("Mean-centre", key="sim_center",
+                           help="Subtract, at each layer, the average vector of all tokens before comparing. "
+                                "This removes the direction every vector shares.")
+zoom = options[4].toggle("Leave out layer 0", value=True, key="sim_zoom",
+                         help="Layer 0 is the token table itself (raw cosine exactly 1); normalized, it is far "
+                              "above the other layers and squeezes them flat.")
+
+sentences = [s.strip() for s in sentences_text.splitlines() if s.strip()]
+if not 2 <= len(sentences) <= MAX_SENTENCES or not word.strip():
+    st.warning(f"Type between 2 and {MAX_SENTENCES} sentences (one per line) and the word to follow.")
+    st.stop()
+
+
+@st.cache_data(max_entries=64, show_spinner="Running the sentences…")
+def curves_for(key, sentences: tuple, word: str, exclude_bos: bool, center: bool) -> pd.DataFrame:
+    lm = ui.cached_model(key)
+    return similarity_curves(lm, [ui.cached_trace(key, s) for s in sentences], word,
+                             exclude_bos=exclude_bos, center=center)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def pieces_for(key, sentences: tuple, word: str) -> pd.DataFrame:
+    return word_pieces(ui.cached_model(key), [ui.cached_trace(key, s) for s in sentences], word)
+
+
+# Both models go on one chart, so each is computed here; a failure becomes a message for that model only.
+frames, pieces = [], {}
+for slot in ui.current_slots():
+    if slot.lm is None or not slot.lm.has_weights:
+        st.warning(f"Model {slot.label} ({slot.key.source}) is not shown: "
+                   + (slot.error or "it is loaded from its config only (turn on 'Load the weights')."))
+        continue
+    try:
+        curves = curves_for(slot.key, tuple(sentences), word.strip(), exclude_bos, center)
+        pieces[slot.label] = slot.title, pieces_for(slot.key, tuple(sentences), word.strip())
+    except (ValueError, ModelLoadError) as error:
+        st.error(f"Model {slot.label} ({slot.key.source}): {error}")
+        continue
+    labels = {p: pair_label(sentences, i, j) for p, i, j in curves[["pair", "i", "j"]].drop_duplicates().values}
+    frames.append(curves.assign(model=slot.title, label=curves["pair"].map(labels)))
+
+if not frames:
+    st.stop()
+table = pd.concat(frames, ignore_index=True)
+if value == "normalized" and (table["baseline"].abs() < 0.05).any():
+    st.warning("The average cosine is close to 0 at some layers (typical after mean-centring), so dividing by "
+               "it exaggerates the curve there. Raw cosine is easier to read in that case.")
+st.altair_chart(similarity_chart(table[table["layer"] > 0] if zoom else table, value, x_axis), width="stretch")
+st.caption("Colour = sentence pair, line style = model. Hover a point for the raw and normalized values.")
+ui.download_csv(table, "similarity_curves.csv", "CSV of every curve")
+
+st.subheader("Which tokens stand for the word")
+st.caption("Found through each token's position in the text. A word cut into several tokens is represented by "
+           "the average of its pieces.")
+for column, (label, (title, table_)) in zip(st.columns(max(len(pieces), 1)), pieces.items()):
+    with column:
+        st.markdown(f"**{title}**")
+        st.dataframe(table_, hide_index=True, width="stretch", column_order=["sentence", "tokens", "positions"],
+                     column_config={"tokens": "tokens used", "positions": "token positions"})
+        ui.download_csv(table_, f"word_tokens_{label}.csv", "CSV of the tokens")

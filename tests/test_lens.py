@@ -1,0 +1,135 @@
+"""Logit lens: checked against the model's own forward pass and an independent norm + head in NumPy."""
+
+import numpy as np
+import pytest
+import torch
+
+from core import run_trace
+from core.lens import first_top1_layer, last_position_table, logit_lens, token_trajectory
+
+PROMPT = "the apple is green. what color is the apple?"
+
+
+def forward(lm, prompt):
+    """The model's own forward pass, written here independently of core.trace."""
+    ids = lm.tokenizer(prompt, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        out = lm.model(input_ids=ids, output_hidden_states=True)
+    return out.logits[0].double().numpy(), [h[0].double().numpy() for h in out.hidden_states]
+
+
+def softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def numpy_norm_head(lm, h):
+    """Final RMSNorm + tied LM head + Gemma soft-capping, in float64 NumPy (the papers' formulas)."""
+    norm = lm.decoder.norm
+    w = norm.weight.detach().double().numpy()
+    eps = getattr(norm, "variance_epsilon", None) or norm.eps
+    scale = (1.0 + w) if lm.config.model_type.startswith("gemma") else w  # Gemma stores weight - 1
+    x = h / np.sqrt((h**2).mean(-1, keepdims=True) + eps) * scale
+    logits = x @ lm.lm_head.weight.detach().double().numpy().T
+    cap = getattr(lm.text_config, "final_logit_softcapping", None)
+    return cap * np.tanh(logits / cap) if cap else logits
+
+
+@pytest.mark.parametrize("name", ["tiny_llama", "tiny_gemma"])
+def test_last_layer_equals_model_logits(name, request):
+    lm = request.getfixturevalue(name)
+    logits, hidden = forward(lm, PROMPT)
+    table = logit_lens(lm, PROMPT, k=5)
+    last = table[table["layer"] == len(hidden) - 1]
+    probs = softmax(logits)  # (T, V)
+    for position in range(logits.shape[0]):
+        rows = last[last["position"] == position].sort_values("rank")
+        expected = np.argsort(-probs[position])[:5]
+        assert rows["token_id"].tolist() == expected.tolist()
+        np.testing.assert_allclose(rows["prob"], probs[position, expected], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["tiny_llama", "tiny_gemma"])
+def test_middle_layers_match_independent_norm_and_head(name, request):
+    lm = request.getfixturevalue(name)
+    _, hidden = forward(lm, PROMPT)
+    table = logit_lens(lm, PROMPT, k=3, chunk_rows=7)  # small chunks: rows of a layer split across chunks
+    for layer in range(len(hidden) - 1):  # every entry except the last gets the final norm
+        probs = softmax(numpy_norm_head(lm, hidden[layer]))  # (T, V)
+        got = table[(table["layer"] == layer) & (table["rank"] == 1)].sort_values("position")
+        np.testing.assert_array_equal(got["token_id"], probs.argmax(-1))
+        np.testing.assert_allclose(got["prob"], probs.max(-1), rtol=1e-4, atol=1e-6)
+
+
+def test_gemma_softcap_is_applied(tiny_gemma):
+    """With final_logit_softcapping=30 no logit can exceed 30: the top probability is bounded accordingly."""
+    assert tiny_gemma.text_config.final_logit_softcapping == 30.0
+    _, hidden = forward(tiny_gemma, PROMPT)
+    raw = hidden[1] @ tiny_gemma.lm_head.weight.detach().double().numpy().T  # no norm, no cap
+    capped = numpy_norm_head(tiny_gemma, hidden[1])
+    assert np.abs(capped).max() <= 30.0 and not np.allclose(raw, capped)
+
+
+def test_bf16_model_on_cpu_matches_its_own_logits(tiny_folders):
+    """bf16 heads are decoded in fp32 blocks on CPU; the result must still be the model's prediction."""
+    from core import load_model
+
+    lm = load_model(str(tiny_folders["llama"]), dtype="bfloat16")
+    logits, _ = forward(lm, PROMPT)  # the model's own bf16 forward
+    table = logit_lens(lm, PROMPT, k=3)
+    last = table[(table["layer"] == lm.num_layers) & (table["rank"] == 1)].sort_values("position")
+    np.testing.assert_allclose(last["prob"], softmax(logits).max(-1), rtol=0.02, atol=1e-3)
+    agree = (last["token_id"].to_numpy() == logits.argmax(-1)).mean()
+    assert agree >= 0.9  # bf16 rounding can swap near-ties
+
+
+def test_lens_columns_and_shape(tiny_llama):
+    trace = run_trace(tiny_llama, PROMPT)
+    table = logit_lens(tiny_llama, trace, k=4)
+    assert list(table.columns) == ["layer", "position", "rank", "token", "token_id", "prob"]
+    entries, T, _ = trace.hidden_states.shape
+    assert len(table) == entries * T * 4
+    assert table["layer"].min() == 0 and table["layer"].max() == entries - 1
+    wide = last_position_table(table)
+    assert list(wide.columns) == ["layer", "top 1", "top 2", "top 3", "top 4"] and len(wide) == entries
+
+
+@pytest.mark.parametrize("name", ["tiny_llama", "tiny_gemma"])
+def test_trajectory_rank_and_prob(name, request):
+    lm = request.getfixturevalue(name)
+    logits, hidden = forward(lm, PROMPT)
+    target = int(np.argsort(-logits[-1])[2])  # the model's third choice
+    trajectory = token_trajectory(lm, PROMPT, target)
+    for layer, h in enumerate(hidden):
+        layer_logits = logits[-1] if layer == len(hidden) - 1 else numpy_norm_head(lm, h[-1])
+        expected_rank = int((layer_logits > layer_logits[target]).sum()) + 1
+        row = trajectory.iloc[layer]
+        assert row["rank"] == expected_rank
+        assert row["prob"] == pytest.approx(softmax(layer_logits)[target], rel=1e-4, abs=1e-7)
+    assert trajectory["rank"].iloc[-1] == 3
+    default = token_trajectory(lm, PROMPT)  # default target = the model's own prediction
+    assert default["token_id"].iloc[0] == int(logits[-1].argmax()) and default["rank"].iloc[-1] == 1
+    first = first_top1_layer(default)
+    assert first is not None and (default["rank"].iloc[:first] > 1).all()
+
+
+def test_trajectory_from_text(tiny_llama):
+    trajectory = token_trajectory(tiny_llama, PROMPT, " apple")
+    assert trajectory["token_id"].iloc[0] == tiny_llama.tokenizer(" apple", add_special_tokens=False)["input_ids"][0]
+
+
+@pytest.mark.embedded
+@pytest.mark.parametrize("name", ["smollm", "gemma270m"])
+def test_embedded_last_layer_equals_trace_logits(name, request):
+    lm = request.getfixturevalue(name)
+    trace = run_trace(lm, "The capital of France is")
+    table = logit_lens(lm, trace, k=5)
+    last = table[(table["layer"] == trace.num_layers) & (table["position"] == len(trace.tokens) - 1)]
+    expected = np.argsort(-trace.last_logits)[:5]
+    assert last.sort_values("rank")["token_id"].tolist() == expected.tolist()
+    np.testing.assert_allclose(last.sort_values("rank")["prob"], softmax(trace.last_logits.astype(np.float64))[expected],
+                               rtol=1e-4)
+    middle = trace.num_layers // 2
+    probs = softmax(numpy_norm_head(lm, trace.hidden_states[middle, -1].astype(np.float64)))
+    got = table[(table["layer"] == middle) & (table["position"] == len(trace.tokens) - 1) & (table["rank"] == 1)]
+    assert got["token_id"].item() == probs.argmax()
