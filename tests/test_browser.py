@@ -76,3 +76,19 @@ def test_every_page_and_every_preset(app_url, name):
             problems = page_problems(page)
             assert not problems, (i, problems)
         screenshot(page, ARTIFACTS / f"{name}-after-presets.png")
+
+
+def test_switching_model_while_a_page_is_computing(app_url):
+    """Pick another model B while the attention page is still running a long prompt."""
+    with browser_page() as page:
+        page.goto(f"{app_url}/attention")
+        wait_until_idle(page, timeout=300)
+        page.locator('.stElementContainer[class*="-preset-"] button:visible').nth(1).click()  # the ~500-token text
+        page.wait_for_timeout(300)  # the run has started
+        page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').nth(1).click()
+        page.get_by_role("option", name="SmolLM2-135M-Instruct (embedded, Llama architecture)").click()
+        wait_until_idle(page, timeout=300)
+        screenshot(page, ARTIFACTS / "attention-after-switch.png")
+        assert not page_problems(page), page_problems(page)
+        body = page.inner_text('[data-testid="stMain"]')
+        assert body.count("Model B: smollm2-135m") >= 1 and "Model A: smollm2-135m" in body

@@ -40,6 +40,18 @@ async def wait_idle(page, timeout: float = 600) -> None:
     raise TimeoutError("page still running")
 
 
+async def settled_text(page) -> str:
+    """The page's text once two readings a second apart agree (the browser may still be drawing)."""
+    previous = None
+    for _ in range(30):
+        text = await page.inner_text('[data-testid="stMain"]')
+        if text == previous:
+            return text
+        previous = text
+        await asyncio.sleep(1.0)
+    return previous
+
+
 async def visit_every_page(browser, url: str) -> dict[str, str]:
     """One browser session (its own context = its own Streamlit session) through every page."""
     context = await browser.new_context(viewport={"width": 1400, "height": 900})
@@ -50,7 +62,7 @@ async def visit_every_page(browser, url: str) -> dict[str, str]:
         await wait_idle(page)
         exceptions = await page.locator('[data-testid="stException"]').all_inner_texts()
         assert not exceptions, (name, exceptions)
-        seen[name] = await page.inner_text('[data-testid="stMain"]')
+        seen[name] = await settled_text(page)
     await context.close()
     return seen
 
