@@ -29,5 +29,10 @@ browser:
 test: $(VENV)/.installed-dev browser
 	$(PY) -m pytest
 
-bench: $(VENV)/.installed-dev browser
-	$(PY) -m bench
+$(VENV)/.installed-bench: $(VENV)/.installed-dev requirements-bench.txt
+	$(PY) -m pip install -q -r requirements-bench.txt
+	touch $@
+
+# Install (+ TransformerLens), then print one table of ratios (`make bench QUICK=--quick` for a short run)
+bench: $(VENV)/.installed-bench browser
+	$(PY) -m bench $(QUICK)
