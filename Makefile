@@ -16,8 +16,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	touch $@
 
 # Install, then start the dashboard on http://localhost:$(PORT)
+# MALLOC_ARENA_MAX: one glibc arena per session thread would keep freed memory resident.
 run: $(VENV)/.installed
-	$(PY) -m streamlit run dashboard/Home.py --server.port $(PORT)
+	MALLOC_ARENA_MAX=2 $(PY) -m streamlit run dashboard/Home.py --server.port $(PORT)
 
 # Debian's headless Chromium for the browser tests (Playwright cannot download its own here).
 browser:

@@ -1,8 +1,8 @@
 """What every page shares: the two model pickers, cached models and traces, URL-bound inputs.
 
 Caching rules (Streamlit's conventions):
-- `cached_model` (st.cache_resource) holds each loaded model once per plain key
-  (source, weights, dtype); A and B picking the same model share one copy.
+- `cached_model` keeps each loaded model once per plain key (source, weights, dtype)
+  in a store held by st.cache_resource; A and B picking the same model share one copy.
 - `cached_trace` (st.cache_resource) holds one frozen `Trace` per (model, prompt).
   It is a resource, not data, because traces are read-only NumPy arrays of tens
   of MB: st.cache_data would unpickle a copy on every rerun.
@@ -13,6 +13,7 @@ copied link reproduces the view.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import pandas as pd
@@ -58,20 +59,39 @@ def _secret_token() -> str | None:
         return None
 
 
-@st.cache_resource(show_spinner=False, max_entries=6)
-def cached_model(key: ModelKey) -> LoadedModel:
-    # The progress bar is created inside the cached function: Streamlit replays
-    # elements made here, and refuses elements made outside.
-    bar = st.progress(0.0, text=f"Loading {key.source}…")
+MAX_MODELS = 6
 
-    def progress(fraction: float, message: str) -> None:
-        bar.progress(min(max(fraction, 0.0), 1.0), text=message)
 
-    dtype = None if key.dtype == "auto" else key.dtype
-    try:
-        return load_model(key.source, weights=key.weights, dtype=dtype, token=_secret_token(), progress=progress)
-    finally:
-        bar.empty()
+@st.cache_resource
+def model_store() -> dict:
+    """The models of this server, shared by every session: {ModelKey: LoadedModel} plus one lock.
+
+    A plain dict behind st.cache_resource rather than a cached load function: loading
+    draws a progress bar, and Streamlit replays elements drawn inside a cached function
+    into later sessions, which we do not want. The lock makes a model load exactly once
+    even when several sessions ask for it at the same moment.
+    """
+    return {"models": {}, "lock": threading.Lock()}
+
+
+def cached_model(key: ModelKey, progress=None) -> LoadedModel:
+    store = model_store()
+    with store["lock"]:
+        models = store["models"]
+        if key not in models:
+            dtype = None if key.dtype == "auto" else key.dtype
+            lm = load_model(key.source, weights=key.weights, dtype=dtype, token=_secret_token(), progress=progress)
+            while len(models) >= MAX_MODELS:  # forget the oldest; sessions still using it keep their reference
+                models.pop(next(iter(models)))
+            models[key] = lm
+        return models[key]
+
+
+def unload_models() -> None:
+    store = model_store()
+    with store["lock"]:
+        store["models"].clear()
+    cached_trace.clear()
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
@@ -140,7 +160,7 @@ def preset_buttons(presets: dict[str, str], target_key: str, label: str = "Prese
     columns = st.columns(min(len(presets), 6))
     for i, (name, text) in enumerate(presets.items()):
         columns[i % len(columns)].button(name, key=f"{target_key}-preset-{i}", on_click=use, args=(text,),
-                                         help=text, width="stretch")
+                                         help=text if len(text) <= 160 else text[:160] + "…", width="stretch")
 
 
 # ---------------------------------------------------------------- the model pickers
@@ -194,10 +214,16 @@ def load_slots(keys: tuple[ModelKey, ModelKey]) -> list[Slot]:
         if not key.source:
             slots.append(Slot(label, key, None, "No model chosen: type a hub id, folder or .gguf file."))
             continue
+        bar = st.empty()
+
+        def progress(fraction: float, message: str, bar=bar, label=label) -> None:
+            bar.progress(min(max(fraction, 0.0), 1.0), text=f"Model {label}: {message}")
+
         try:
-            slots.append(Slot(label, key, cached_model(key), None))
+            slots.append(Slot(label, key, cached_model(key, progress), None))
         except ModelLoadError as error:
             slots.append(Slot(label, key, None, str(error)))
+        bar.empty()
     return slots
 
 

@@ -24,6 +24,11 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+# As `make run` starts the server: each session's script thread would otherwise get its own
+# glibc malloc arena, and freed memory stays resident per arena (RSS grows with sessions).
+SERVER_ENV = {"MALLOC_ARENA_MAX": "2"}
+
+
 def chromium_path() -> str | None:
     for candidate in CHROMIUM_CANDIDATES:
         if Path(candidate).exists():
@@ -45,7 +50,7 @@ def serve_app(port: int | None = None, timeout: float = 120, env: dict | None = 
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "dashboard/Home.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **SERVER_ENV, **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -49,6 +49,5 @@ with st.expander("Free memory"):
     st.write("Loaded models stay in memory for every user of this server. Unload them all to free memory; "
              "the models chosen in the sidebar are loaded again on the next click.")
     if st.button("Unload all models"):
-        ui.cached_model.clear()
-        ui.cached_trace.clear()
+        ui.unload_models()
         st.rerun()
