@@ -234,3 +234,15 @@ def test_concurrent_traces_give_the_single_session_answer(tiny_llama):
 def test_empty_prompt_is_a_clear_error(tiny_llama):
     with pytest.raises(ValueError, match="empty"):
         run_trace(tiny_llama, "   ")
+
+
+def test_the_token_never_reaches_a_log_line(monkeypatch, caplog):
+    def gated(*args, **kwargs):
+        raise _http_error(hub_errors.GatedRepoError, 403)
+
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", gated)
+    with caplog.at_level("DEBUG"):
+        with pytest.raises(ModelLoadError):
+            load_model("gemma-3-4b")
+    assert SECRET not in caplog.text
