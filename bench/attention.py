@@ -15,13 +15,10 @@ Also the whole /attention page (up close + grids + summaries) at 12 tokens, warm
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -144,33 +141,6 @@ def storage_rows(quick: bool) -> list[Row]:
 # ---------------------------------------------------------------- browser measurements
 
 
-@contextlib.contextmanager
-def serve(script: Path, port: int = PORT, timeout: float = 120):
-    """`streamlit run script` on localhost:port (a bench-only app); yields the base URL."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port), "--server.address",
-         "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + timeout
-        while True:
-            try:
-                urllib.request.urlopen(url + "/_stcore/health", timeout=2)
-                break
-            except OSError:
-                if time.time() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"streamlit did not start on {url}")
-                time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
 def render_time(browser, url: str, images: int, charts: int, repeat: int, timeout_s: float = 90,
                 shot: str | None = None) -> tuple[float, float]:
     """Best navigation -> fully drawn time (s) over `repeat` fresh tabs, and the JS heap (MB) of the last."""
@@ -205,7 +175,7 @@ def browser_rows(quick: bool, shots: Path | None = None) -> list[Row]:
         folder = Path(tempfile.mkdtemp(prefix="bench-attention-"))
         script = folder / "grids.py"
         script.write_text(MINI_APP.format(root=str(ROOT)))
-        with serve(script) as base:
+        with serve_app(PORT, script=script) as base:
             render_time(browser, f"{base}/?mode=empty", 0, 0, 1, timeout_s=180)  # warm
             empty, _ = render_time(browser, f"{base}/?mode=empty", 0, 0, repeat)
             cases = [("embedded12", "embedded pair (30×9, 18×4) at 12 tokens", "<= 1.5 s"),

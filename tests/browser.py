@@ -43,12 +43,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_app(port: int | None = None, timeout: float = 120, env: dict | None = None):
-    """Start `streamlit run dashboard/Home.py` on localhost:port; yield the base URL; stop it."""
+def serve_app(port: int | None = None, timeout: float = 120, env: dict | None = None,
+              script: str | Path = "dashboard/Home.py"):
+    """Start `streamlit run <script>` (the dashboard by default) on localhost:port; yield the base URL; stop it."""
     port = port or free_port()
     log = open(ROOT / "artifacts" / f"streamlit-{port}.log", "w") if (ROOT / "artifacts").is_dir() else subprocess.DEVNULL
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard/Home.py", "--server.port", str(port),
+        [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **SERVER_ENV, **(env or {})},
     )
