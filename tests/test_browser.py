@@ -92,3 +92,39 @@ def test_switching_model_while_a_page_is_computing(app_url):
         assert not page_problems(page), page_problems(page)
         body = page.inner_text('[data-testid="stMain"]')
         assert body.count("Model B: smollm2-135m") >= 1 and "Model A: smollm2-135m" in body
+
+
+def test_downloads_hold_what_the_page_shows(app_url):
+    """The CSV and PNG buttons of the attention page give real files, made on click, without a rerun."""
+    import csv
+    import io
+
+    from PIL import Image
+
+    with browser_page() as page:
+        page.goto(f"{app_url}/attention")
+        wait_until_idle(page, timeout=300)
+        page.evaluate("""() => {  // record every change of Streamlit's script state from now on
+            const app = document.querySelector('[data-testid="stApp"]');
+            window.scriptStates = [];
+            new MutationObserver(() => window.scriptStates.push(app.getAttribute('data-test-script-state')))
+                .observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+        }""")
+        with page.expect_download() as summaries:
+            page.get_by_role("button", name="CSV of the summaries").first.click()
+        rows = list(csv.DictReader(io.StringIO(Path(summaries.value.path()).read_text())))
+        assert len(rows) == 30 * 9  # SmolLM2: 30 layers × 9 heads
+        assert {"layer", "head", "kv_head", "layer_kind"} <= set(rows[0])
+        assert sorted({int(r["head"]) for r in rows}) == list(range(9))
+
+        with page.expect_download() as grid:
+            page.get_by_role("button", name="PNG of the grid").nth(1).click()
+        picture = Image.open(grid.value.path())
+        shown = page.evaluate("() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
+                              ".map(i => [i.naturalWidth, i.naturalHeight])")
+        assert list(picture.size) == shown[1]  # model B's grid, exactly the picture on the page
+        assert grid.value.suggested_filename == "attention_grid_B.png"
+        # on_click="ignore": a download does not rerun the page
+        page.wait_for_timeout(1000)
+        assert "running" not in page.evaluate("window.scriptStates")
+        assert not page_problems(page), page_problems(page)

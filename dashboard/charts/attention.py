@@ -30,7 +30,8 @@ SLIDING = (217, 95, 2)  # orange label: sliding-window (local) layer
 SELECTED = (230, 0, 0)
 GAP = 3  # pixels between tiles
 LOG_FLOOR = 1e-3  # log colour scale spans 0.001 .. 1 of the maximum
-GRID_WIDTH_PX = 1100  # target width of the tiles; the page shrinks the image to the column
+GRID_WIDTH_PX = 860  # target width of the tiles: about what a page column shows, so nothing is rescaled
+TILE_MAX_PX = 52  # few heads (Gemma 270M has 4) still get small squares, so the grid stays one screen wide
 
 
 def colour_values(maps: np.ndarray, log_scale: bool, shared_scale: bool) -> np.ndarray:
@@ -47,7 +48,7 @@ def colour_values(maps: np.ndarray, log_scale: bool, shared_scale: bool) -> np.n
 
 def tile_size(n: int, heads: int) -> int:
     """Pixels per head tile: whole-pixel upscaling of short prompts, about GRID_WIDTH_PX across."""
-    target = int(np.clip(GRID_WIDTH_PX // heads, 16, 96))
+    target = int(np.clip(GRID_WIDTH_PX // heads, 16, TILE_MAX_PX))
     return n * max(1, target // n) if n <= target else target
 
 

@@ -80,6 +80,13 @@ def summary_spec(key, prompt: str, metric: str) -> dict:
     return summary_heatmap(summaries(key, prompt), metric, SUMMARY_METRICS[metric]).to_dict()
 
 
+@st.cache_data(max_entries=256, show_spinner=False)
+def head_spec(key, prompt: str, layer: int, head: int, hide_first: bool, start: int, log_scale: bool) -> dict:
+    trace = ui.cached_trace(key, prompt)
+    return head_heatmap(head_view(trace.attentions, trace.tokens, layer, head, hide_first, start, WINDOW),
+                        log_scale).to_dict()
+
+
 def picked_head(slot, clamp: bool = False) -> tuple[int, int]:
     """The head chosen for slot (layer, head); `clamp` (before the pickers are drawn) fits it to this model."""
     layers, heads = slot.lm.num_layers, slot.lm.num_heads
@@ -123,8 +130,7 @@ def up_close(slot) -> None:
         start = st.slider("Tokens shown (a window of the long prompt)", 0, len(trace.tokens) - WINDOW,
                           len(trace.tokens) - WINDOW, key=f"attn_window_{slot.label}",
                           help=f"Up close shows {WINDOW} tokens at a time; the grid below shows all of them.")
-    cells = head_view(trace.attentions, trace.tokens, layer, head, hide_first, start, WINDOW)
-    st.altair_chart(head_heatmap(cells, log_scale), width="stretch")
+    st.vega_lite_chart(head_spec(slot.key, prompt, layer, head, hide_first, start, log_scale), width="stretch")
     ui.download_csv(head_csv_table(trace.attentions, trace.tokens, layer, head, hide_first),
                     f"attention_{slot.label}_layer{layer}_head{head}.csv", "CSV of this head")
 
@@ -142,9 +148,10 @@ st.caption("One small square per head, same layout as above: rows attend to colu
 def grid(slot) -> None:
     selected = picked_head(slot)
     png = grid_png(slot.key, prompt, hide_first, log_scale, shared, selected)
-    st.image(png, width=min(900, 60 + slot.lm.num_heads * 56))
-    st.download_button("PNG of the grid", png, file_name=f"attention_grid_{slot.label}.png", mime="image/png",
-                       key=f"attn_png_{slot.label}", icon=":material/download:")
+    # The PNG is drawn at the size it is shown: a wider one would be shrunk and re-encoded as JPEG by st.image.
+    st.image(png, output_format="PNG")
+    st.download_button("PNG of the grid", lambda: png, file_name=f"attention_grid_{slot.label}.png", mime="image/png",
+                       key=f"attn_png_{slot.label}", icon=":material/download:", on_click="ignore")
 
 
 ui.side_by_side(grid, need_weights=True)
