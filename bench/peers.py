@@ -5,7 +5,8 @@ TransformerLens 4 wraps a Hugging Face model in a `TransformerBridge`
 `run_with_cache(ids)`, which by default keeps every hook point (~1,400 tensors for
 SmolLM2). We compare, on the same snapshot folder and the same token ids:
 
-- load: our `load_model(folder)` vs `boot_transformers(folder)`;
+- load: our `load_model(folder)` vs `boot_transformers(folder)`, after both sides imported the
+  transformers modules of the architecture (transformers imports them lazily, TransformerLens eagerly);
 - run: our `run_trace` (hidden states + attention weights + logits, copied to NumPy)
   vs `run_with_cache(ids)` (full cache; for the embedded pair in the full run also a cache
   filtered to the same content as a Trace: `hook_resid_post` + `hook_pattern`);
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 CHILD = r"""
-import json, resource, sys, time, psutil
+import gc, json, resource, sys, time, psutil
 sys.path.insert(0, {root!r})
 mode, folder, dtype_name, repeat, tokens, prompt = sys.argv[1:7]
 repeat = int(repeat)
@@ -43,6 +44,11 @@ if mode == "ours":
     from core import load_model, run_trace
 else:
     from transformer_lens.model_bridge import TransformerBridge
+# The transformers modules both sides need for this architecture (config, tokenizer, model class),
+# imported up front on both sides: transformers imports them lazily, TransformerLens at its own import.
+from transformers import AutoConfig, AutoTokenizer
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+MODEL_FOR_CAUSAL_LM_MAPPING[type(AutoConfig.from_pretrained(folder))]
 process = psutil.Process()
 rss0 = process.memory_info().rss  # after imports: they are not part of either side's cost
 
@@ -54,6 +60,8 @@ def peak_growth():
 def best_of(fn):
     best, value = float("inf"), None
     for _ in range(repeat):
+        value = None  # the previous result is freed first: one model in memory at a time
+        gc.collect()
         start = time.perf_counter()
         value = fn()
         best = min(best, time.perf_counter() - start)
@@ -147,9 +155,9 @@ def measure(quick: bool = False) -> list[Row]:
         print("transformer-lens is not installed (pip install -r requirements-dev.txt)", file=sys.stderr)
         return [Row("vs TransformerLens: not installed", "pip install transformer-lens", float("nan"),
                      float("nan"), "s")]
-    # quick: SmolLM2 only, a short prompt, one run each (a ~20 s TransformerLens import per child
+    # quick: SmolLM2 only, a short prompt (a ~20 s TransformerLens import per child
     # and a shared 2-core machine make each child tens of seconds)
-    tokens, repeat = (32, 1) if quick else (128, 2)
+    tokens, repeat = (32, 2) if quick else (128, 2)
     names = ("smollm2-135m",) if quick else ("smollm2-135m", "gemma-3-270m")
     rows = []
     for name in names:
