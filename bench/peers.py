@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 CHILD = r"""
-import gc, json, resource, sys, time, psutil
+import gc, json, sys, time, psutil
 sys.path.insert(0, {root!r})
 mode, folder, dtype_name, repeat, tokens, prompt = sys.argv[1:7]
 repeat = int(repeat)
@@ -54,7 +54,10 @@ rss0 = process.memory_info().rss  # after imports: they are not part of either s
 
 
 def peak_growth():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss0  # ru_maxrss is in KiB on Linux
+    # VmHWM: this address space's peak RSS. Not ru_maxrss: Linux carries it over fork + exec, so a
+    # child would report the parent's peak (the bench process's, after other modules' big tables).
+    status = open("/proc/self/status").read()
+    return int(status.split("VmHWM:")[1].split()[0]) * 1024 - rss0
 
 
 def best_of(fn):
