@@ -171,11 +171,11 @@ def _rope_one(params: dict) -> str:
 
 
 def _norm_text(lm: LoadedModel) -> str:
-    norm = getattr(lm.decoder, "norm", None)
+    norm = lm.parts.final_norm
     kind = type(norm).__name__ if norm is not None else "—"
     kind = "RMSNorm" if "RMSNorm" in kind else "LayerNorm" if "LayerNorm" in kind else kind
     eps = getattr(lm.text_config, "rms_norm_eps", None) or getattr(lm.text_config, "layer_norm_eps", None)
-    layer0 = [n for n, _ in lm.decoder.layers[0].named_parameters() if "norm" in n and n.endswith("weight")]
+    layer0 = [n for n, _ in lm.parts.layers[0].named_parameters() if "norm" in n and n.endswith("weight")]
     per_layer = f", {len(layer0)} per layer" if layer0 else ""
     return f"{kind}" + (f" (ε = {eps:g})" if eps else "") + per_layer
 
@@ -252,8 +252,8 @@ def gqa_explanation(lm: LoadedModel) -> str:
 def _layer_roles(lm: LoadedModel, layer: int) -> dict[str, tuple[str, tuple[int, ...]]]:
     """role -> (full name, shape) for the text decoder's layer `layer`; role = path inside the layer."""
     layer = min(max(layer, 0), lm.num_layers - 1)
-    prefix = next(n for n, m in lm.model.named_modules() if m is lm.decoder.layers[layer]) + "."
-    return {name: (prefix + name, tuple(p.shape)) for name, p in lm.decoder.layers[layer].named_parameters()}
+    prefix = next(n for n, m in lm.model.named_modules() if m is lm.parts.layers[layer]) + "."
+    return {name: (prefix + name, tuple(p.shape)) for name, p in lm.parts.layers[layer].named_parameters()}
 
 
 def _role_key(path: str) -> str:

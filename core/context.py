@@ -11,12 +11,15 @@ the token embedding, entry i the output of layer i (Hugging Face's
   layer 1 they differ wherever the words to its LEFT differ, and stay
   identical where the left context is the same ("how" opening a sentence).
 - `similarity_curves`: cosine similarity of one word's vectors between
-  sentences, layer by layer, raw and normalized by the mean cosine over all
-  cross-sentence token pairs at that layer (later layers are more similar
-  overall: anisotropy, Ethayarajh 2019, "How Contextual are Contextualized
-  Word Representations?"). Optional mean-centring removes the shared
-  direction before the cosine (Timkey & van Schijndel 2021, "All Bark and No
-  Bite: Rogue Dimensions...").
+  sentences, layer by layer, raw and normalized by a baseline cosine (later
+  layers are more similar overall: anisotropy, Ethayarajh 2019, "How
+  Contextual are Contextualized Word Representations?"). Two baselines: the
+  mean cosine over all cross-sentence token pairs of all sentences (pooled,
+  one number per layer), and the mean cosine over the token pairs of each
+  pair's own two sentences (the lecture's two-sentence recipe applied to every
+  pair; for two sentences both are the same). Optional mean-centring removes
+  the shared direction before the cosine (Timkey & van Schijndel 2021, "All
+  Bark and No Bite: Rogue Dimensions...").
 """
 
 from __future__ import annotations
@@ -168,10 +171,13 @@ def similarity_curves(lm: LoadedModel, sentences: Sequence[str | Trace], word: s
     """Cosine similarity of `word`'s vectors for every sentence pair at every layer.
 
     Columns: layer, relative_depth (layer / number of layers), pair ("i-j",
-    0-based, i<j), i, j, cosine, baseline, normalized (= cosine / baseline).
-    The baseline at a layer is the mean cosine over every pair of tokens taken
-    from two different sentences (the lecture's normalization; for two
-    sentences: all token pairs across the two). `exclude_bos` leaves BOS and
+    0-based, i<j), i, j, cosine, baseline, normalized (= cosine / baseline),
+    pair_baseline, pair_normalized (= cosine / pair_baseline).
+    `baseline` (pooled) at a layer is the mean cosine over every pair of tokens
+    taken from two different sentences, the same for all pairs. `pair_baseline`
+    is the mean cosine over the token pairs of sentences i and j only (every
+    token of i with every token of j): the lecture's two-sentence recipe, per
+    pair. With two sentences the two baselines are equal. `exclude_bos` leaves BOS and
     other added tokens out of the baseline (and out of the mean used for
     centring); `center` subtracts, at each layer, the mean vector of all tokens
     of all sentences before every cosine.
@@ -197,6 +203,8 @@ def similarity_curves(lm: LoadedModel, sentences: Sequence[str | Trace], word: s
     cross = (total**2).sum(-1) - (sums**2).sum(-1).sum(0)  # (L+1,)
     pairs = counts.sum() ** 2 - (counts**2).sum()
     baseline = cross / pairs  # (L+1,)
+    # per pair: mean cosine over sentence i's tokens x sentence j's tokens = <sum_i, sum_j> / (T_i T_j)
+    pair_baselines = np.einsum("ilh,jlh->ijl", sums, sums) / np.multiply.outer(counts, counts)[..., None]  # (S, S, L+1)
 
     num_layers = words.shape[1] - 1
     frames = []
@@ -207,6 +215,7 @@ def similarity_curves(lm: LoadedModel, sentences: Sequence[str | Trace], word: s
                 "layer": np.arange(num_layers + 1), "relative_depth": np.arange(num_layers + 1) / num_layers,
                 "pair": f"{i}-{j}", "i": i, "j": j, "cosine": cosine, "baseline": baseline,
                 "normalized": cosine / baseline,
+                "pair_baseline": pair_baselines[i, j], "pair_normalized": cosine / pair_baselines[i, j],
             }))
     return pd.concat(frames, ignore_index=True)
 

@@ -59,7 +59,7 @@ def embedding_table(lm: LoadedModel) -> torch.Tensor:
     """The input-embedding matrix (vocab, hidden) as stored: same dtype, no copy."""
     if not lm.has_weights:
         raise ModelLoadError(f"{lm.name} was loaded from its config only: embeddings need the weights.")
-    return lm.decoder.embed_tokens.weight.detach()  # (V, H)
+    return lm.parts.embed.weight.detach()  # (V, H)
 
 
 @torch.no_grad()

@@ -64,7 +64,7 @@ def decode_rows(lm: LoadedModel, hidden: torch.Tensor, normed: bool) -> torch.Te
     """
     x = hidden.to(device=lm.device, dtype=lm.dtype)  # (rows, H)
     if not normed:
-        x = lm.decoder.norm(x)
+        x = lm.parts.finish(x)
     if lm.device == "cpu" and lm.dtype in (torch.bfloat16, torch.float16):
         logits = _head_fp32(lm.lm_head, x)
     else:

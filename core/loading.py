@@ -51,6 +51,7 @@ class LoadedModel:
     load_seconds: float
     dequantized_from_gguf: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _parts: object = field(default=None, repr=False, init=False)
 
     @property
     def config(self):
@@ -65,14 +66,22 @@ class LoadedModel:
         return hasattr(self.model.config, "vision_config")
 
     @property
+    def parts(self):
+        """Where this architecture keeps its embedding, layers, final norm and head (core/parts.py)."""
+        from core.parts import model_parts
+
+        if self._parts is None:  # found once; the model never changes
+            self._parts = model_parts(self.model)
+        return self._parts
+
+    @property
     def decoder(self) -> torch.nn.Module:
-        """The text transformer (embed_tokens, layers, norm); under `language_model` for Gemma 3 4B."""
-        inner = self.model.model
-        return getattr(inner, "language_model", inner)
+        """The text transformer (embeddings, layers, final norm); under `language_model` for Gemma 3 4B."""
+        return self.parts.decoder
 
     @property
     def lm_head(self) -> torch.nn.Module:
-        return self.model.lm_head
+        return self.parts.lm_head
 
     @property
     def num_layers(self) -> int:
@@ -161,6 +170,14 @@ def hub_error_message(error: Exception, repo_id: str) -> str:
     from huggingface_hub import errors
 
     page = f"https://huggingface.co/{repo_id}"
+    offline = (
+        f"Offline: could not reach the Hugging Face hub for {repo_id}. "
+        "Use a local folder, a .gguf file, or the embedded pair (smollm2-135m, gemma-3-270m)."
+    )
+    # Checked first: with no connection the hub client raises LocalEntryNotFoundError, a subclass of
+    # EntryNotFoundError ("no such file in the repo"), so the order of these tests matters.
+    if isinstance(error, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled, ConnectionError, TimeoutError)):
+        return offline
     status = getattr(getattr(error, "response", None), "status_code", None)
     if isinstance(error, errors.GatedRepoError) or status in (401, 403):
         return (
@@ -169,12 +186,9 @@ def hub_error_message(error: Exception, repo_id: str) -> str:
         )
     if isinstance(error, (errors.RepositoryNotFoundError, errors.RevisionNotFoundError)) or status == 404:
         return f"No such model: {repo_id} was not found on the Hugging Face hub ({page})."
-    if isinstance(error, errors.EntryNotFoundError):
+    if isinstance(error, errors.RemoteEntryNotFoundError):
         return f"{repo_id} has no config.json: it is not a transformers model."
-    return (
-        f"Offline: could not reach the Hugging Face hub for {repo_id}. "
-        "Use a local folder, a .gguf file, or the embedded pair (smollm2-135m, gemma-3-270m)."
-    )
+    return offline
 
 
 def hub_download(repo_id: str, token: str | None, config_only: bool) -> Path:

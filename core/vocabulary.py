@@ -258,14 +258,14 @@ def embedding_row(lm: LoadedModel, token_id: int, first: int = 10) -> dict:
 
     This is the raw table row; Gemma multiplies it by √hidden (`embed_scale`) on the way in.
     """
-    weight = lm.decoder.embed_tokens.weight  # (V, H)
+    weight = lm.parts.embed.weight  # (V, H)
     if weight.is_meta:
         raise ValueError(f"{lm.name} is loaded from its config only: its embedding table has no values.")
     if not 0 <= token_id < weight.shape[0]:
         raise ValueError(f"{lm.name} has embedding rows 0 … {weight.shape[0] - 1:,}; {token_id:,} is out of range.")
     with torch.no_grad():
         row = weight[token_id].float().cpu().numpy()  # (H,)
-    scale = getattr(lm.decoder.embed_tokens, "embed_scale", None)
+    scale = getattr(lm.parts.embed, "embed_scale", None)
     has_token = lm.tokenizer is not None and token_id < len(lm.tokenizer)
     return {"id": token_id, "token": display_token(lm, token_id) if has_token else "(no token uses this row)",
             "norm": float(np.linalg.norm(row)),

@@ -259,7 +259,8 @@ def side_by_side(render, slots: list[Slot] | None = None, need_weights: bool = F
 
 
 def download_csv(table: pd.DataFrame, filename: str, label: str = "Download CSV", key: str | None = None) -> None:
-    """A CSV download of `table`. The file is written only when clicked (not on every run), and the
-    click does not rerun the page."""
-    st.download_button(label, lambda: table.to_csv(index=False).encode("utf-8"), file_name=filename,
-                       mime="text/csv", key=key or f"csv-{filename}", icon=":material/download:", on_click="ignore")
+    """A CSV download of `table`, with the provenance as `#` lines on top (export.download_csv).
+    The file is written only when clicked (not on every run), and the click does not rerun the page."""
+    import export
+
+    export.download_csv(table, filename, label, key=key)

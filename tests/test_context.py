@@ -86,6 +86,28 @@ def test_exclude_bos_and_center_baseline(tiny_gemma):
     assert sorted(curves["pair"].unique()) == ["0-1", "0-2", "1-2"]
 
 
+@pytest.mark.parametrize("exclude_bos, center", [(False, False), (True, True)])
+def test_pair_baseline_is_the_mean_over_its_own_two_sentences(tiny_llama, exclude_bos, center):
+    """The lecture's two-sentence recipe, per pair: cosine / mean cosine over the tokens of those two sentences."""
+    sentences = APPLES + ["She baked an apple pie for dessert"]
+    curves = similarity_curves(tiny_llama, sentences, "apple", exclude_bos=exclude_bos, center=center)
+    hidden = [hidden_of(tiny_llama, s) for s in sentences]
+    first = 1 if exclude_bos else 0  # <bos> is position 0 in the tiny tokenizer
+    for layer in (1, tiny_llama.num_layers):
+        kept = [h[layer, first:] for h, _ in hidden]
+        mean = np.concatenate(kept).mean(0) if center else 0.0
+        words = [h[layer, positions_of(o, s.index("apple"), s.index("apple") + 5)].mean(0)
+                 for (h, o), s in zip(hidden, sentences)]
+        for i, j in [(0, 1), (0, 2), (1, 2)]:
+            own = np.mean([cosine(a - mean, b - mean) for a in kept[i] for b in kept[j]])
+            expected = cosine(words[i] - mean, words[j] - mean) / own
+            row = curves[(curves["layer"] == layer) & (curves["pair"] == f"{i}-{j}")].iloc[0]
+            assert row["pair_baseline"] == pytest.approx(own, abs=1e-5)
+            assert row["pair_normalized"] == pytest.approx(expected, rel=1e-4)
+    two = similarity_curves(tiny_llama, APPLES, "apple")  # two sentences: both recipes are the same number
+    np.testing.assert_allclose(two["pair_baseline"], two["baseline"], rtol=1e-6)
+
+
 def test_missing_word_names_the_sentence(tiny_llama):
     with pytest.raises(ValueError, match=r'sentence 2 "nice to meet you"'):
         similarity_curves(tiny_llama, ["how about you?", "nice to meet you"], "how")

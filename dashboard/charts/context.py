@@ -10,6 +10,12 @@ X_FIELDS = {  # x-axis choice -> (column, title, type)
     "layer": ("layer", "Layer (0 = token embeddings)", "quantitative"),
 }
 
+Y_TITLES = {
+    "cosine": "Cosine similarity",
+    "normalized": "Cosine ÷ average cosine of token pairs (all sentences)",
+    "pair_normalized": "Cosine ÷ average cosine of token pairs (own two sentences)",
+}
+
 
 def difference_chart(summary: pd.DataFrame) -> alt.Chart:
     """Largest difference between a word's vectors across sentences, per layer (0 = identical)."""
@@ -27,10 +33,11 @@ def similarity_chart(curves: pd.DataFrame, value: str, x: str = "relative") -> a
     """Both models on one chart: colour = sentence pair, dash = model.
 
     `curves` holds similarity_curves rows of both models plus columns `model` and `label`
-    (the pair named by its sentences). `value`: "cosine" or "normalized".
+    (the pair named by its sentences). `value`: "cosine", "normalized" (pooled baseline)
+    or "pair_normalized" (each pair's own two sentences).
     """
     field, title, kind = X_FIELDS[x]
-    y_title = "Cosine similarity" if value == "cosine" else "Cosine ÷ average cosine of all token pairs"
+    y_title = Y_TITLES[value]
     return alt.Chart(curves).mark_line(point=alt.OverlayMarkDef(size=25)).encode(
         x=alt.X(field, type=kind, title=title),
         y=alt.Y(f"{value}:Q", title=y_title, scale=alt.Scale(zero=False)),
@@ -40,6 +47,8 @@ def similarity_chart(curves: pd.DataFrame, value: str, x: str = "relative") -> a
                  alt.Tooltip("layer:Q", title="Layer"),
                  alt.Tooltip("relative_depth:Q", title="Relative depth", format=".2f"),
                  alt.Tooltip("cosine:Q", title="Cosine", format=".3f"),
-                 alt.Tooltip("baseline:Q", title="Average cosine of all token pairs", format=".3f"),
-                 alt.Tooltip("normalized:Q", title="Normalized", format=".3f")],
+                 alt.Tooltip("baseline:Q", title="Average cosine, all sentences", format=".3f"),
+                 alt.Tooltip("normalized:Q", title="Normalized, all sentences", format=".3f"),
+                 alt.Tooltip("pair_baseline:Q", title="Average cosine, own two sentences", format=".3f"),
+                 alt.Tooltip("pair_normalized:Q", title="Normalized, own two sentences", format=".3f")],
     ).properties(height=480)

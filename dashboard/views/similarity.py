@@ -16,6 +16,12 @@ FOUR = "\n".join([
     "I bought shares of apple, the company behind the iPhone",
 ])
 PRESETS = {"2 sentences: fruit vs company": TWO, "4 sentences: 2 fruit, 2 company": FOUR}
+VALUES = {  # similarity_curves column -> label; the first is the default
+    "normalized": "Normalized, all sentences",
+    "pair_normalized": "Normalized, own two sentences",
+    "cosine": "Raw cosine",
+}
+BASELINE_OF = {"normalized": "baseline", "pair_normalized": "pair_baseline"}
 
 st.title("Contextual similarity: the same word, in different sentences")
 st.markdown(
@@ -24,9 +30,17 @@ st.markdown(
     "0 = unrelated). At layer 0 the same token always has the same vector, so the curve starts at 1. "
     "**A falling curve means the model increasingly tells the two uses of the word apart** as it reads the "
     "context (fruit vs company); a curve that stays high means it treats them as the same meaning. Because "
-    "in later layers *all* vectors tend to point in similar directions, the **normalized** view divides by "
-    "the average cosine over every pair of tokens from two different sentences at that layer, so layers "
-    "can be compared fairly."
+    "in later layers *all* vectors tend to point in similar directions, the **normalized** views divide by "
+    "an average cosine of unrelated token pairs at that layer, so layers can be compared fairly. Two "
+    "averages are offered:\n"
+    "- **Normalized, all sentences** (the default): the average over every pair of tokens taken from two "
+    "different sentences, among *all* the sentences typed. Every pair is divided by the same number at a "
+    "layer, so the pairs stay comparable with each other (which pair is more alike is never changed by the "
+    "division).\n"
+    "- **Normalized, own two sentences**: each pair is divided by the average over the tokens of *its own "
+    "two sentences* only. This is the lecture's two-sentence recipe applied to every pair; a pair of long or "
+    "unusual sentences gets its own yardstick.\n\n"
+    "With exactly two sentences both averages are the same number."
 )
 
 sentences_text = ui.text_input(f"Sentences, one per line (2 to {MAX_SENTENCES})", key="sim_sentences",
@@ -34,9 +48,9 @@ sentences_text = ui.text_input(f"Sentences, one per line (2 to {MAX_SENTENCES})"
 ui.preset_buttons(PRESETS, "sim_sentences")
 word = ui.text_input("Word to follow", key="sim_word", default="apple")
 options = st.columns([1.1, 1.1, 1, 1, 1])
-value = options[0].radio("Similarity", ["normalized", "cosine"], key="sim_value", horizontal=True,
-                         format_func={"normalized": "Normalized", "cosine": "Raw cosine"}.get,
-                         help="Normalized = cosine ÷ the average cosine of all token pairs across sentences.")
+value = options[0].radio("Similarity", list(VALUES), key="sim_value", format_func=VALUES.get,
+                         help="Normalized = cosine ÷ the average cosine of token pairs from two different "
+                              "sentences: of all the sentences (default), or of the pair's own two sentences.")
 x_axis = options[1].radio("Horizontal axis", ["relative", "layer"], key="sim_x", horizontal=True,
                           format_func={"relative": "Relative depth", "layer": "Layer number"}.get,
                           help="Relative depth = layer ÷ number of layers, so models of different depth line up.")
@@ -87,7 +101,7 @@ for slot in ui.current_slots():
 if not frames:
     st.stop()
 table = pd.concat(frames, ignore_index=True)
-if value == "normalized" and (table["baseline"].abs() < 0.05).any():
+if value in BASELINE_OF and (table[BASELINE_OF[value]].abs() < 0.05).any():
     st.warning("The average cosine is close to 0 at some layers (typical after mean-centring), so dividing by "
                "it exaggerates the curve there. Raw cosine is easier to read in that case.")
 st.altair_chart(similarity_chart(table[table["layer"] > 0] if zoom else table, value, x_axis), width="stretch")

@@ -1,0 +1,69 @@
+"""Editing the residual stream of a shared model, safely.
+
+An intervention (steering, Patchscopes) changes `hidden_states[l]` — the
+input of decoder layer l, see core/parts.py — while the model runs. It is a
+forward pre-hook on `layers[l]` that rewrites the block's hidden-states
+argument.
+
+Models are shared by every browser session, so hooks exist only inside
+`edited_residual`, which
+- holds the model's lock for its whole life: no other session's forward pass
+  can run while a hook is attached (a trace started meanwhile waits, then runs
+  on the clean model);
+- removes every hook when the block exits, also on an exception or when
+  Streamlit stops the script (StopException is an Exception raised inside it).
+
+    def add(hidden):                     # (batch, T, hidden) -> same shape
+        return hidden + 4.0 * direction
+    with edited_residual(lm, {6: add}):
+        lm.model.generate(...)           # runs with the edit; the lock is held
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Mapping
+
+import torch
+
+from core.loading import LoadedModel
+
+Edit = Callable[[torch.Tensor], torch.Tensor]  # hidden (batch, T, hidden) -> edited hidden, same shape
+
+
+def check_layer(lm: LoadedModel, layer: int) -> int:
+    """`layer` as an index of hidden_states that can be edited (0 <= layer < number of layers)."""
+    if not isinstance(layer, (int,)) or isinstance(layer, bool) or not 0 <= layer < lm.num_layers:
+        raise ValueError(f"Layer {layer} is out of range for {lm.name}: choose 0 … {lm.num_layers - 1} "
+                         "(0 = the embedding output, l = the output of layer l).")
+    return layer
+
+
+def _pre_hook(edit: Edit):
+    def hook(module, args, kwargs):
+        if args:  # most blocks take hidden_states as their first positional argument
+            return (edit(args[0]), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": edit(kwargs["hidden_states"])}
+
+    return hook
+
+
+@contextmanager
+def edited_residual(lm: LoadedModel, edits: Mapping[int, Edit]):
+    """While inside, hidden_states[l] is replaced by edits[l](hidden_states[l]) on every forward pass.
+
+    Holds `lm.lock` throughout; every hook is removed on exit, whatever happens.
+    Callers run `lm.model` directly inside the block (never a function that takes the lock again).
+    """
+    layers = lm.parts.layers
+    for layer in edits:
+        check_layer(lm, layer)
+    with lm.lock:
+        handles = []
+        try:
+            for layer, edit in edits.items():
+                handles.append(layers[layer].register_forward_pre_hook(_pre_hook(edit), with_kwargs=True))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()

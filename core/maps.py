@@ -1,0 +1,233 @@
+"""Hidden-state maps: 2-D pictures of words *in context*, layer by layer (lecture step 3's projections).
+
+The user picks words in sentences, in groups ("apple" in fruit sentences vs company
+sentences; city names grouped by continent). Each (sentence, word) becomes one point:
+
+- its vector at a layer is read from `Trace.hidden_states` (layers + 1, T, hidden)
+  at the tokens that cover the word's characters: the mean of its sub-tokens
+  (as `core.context.word_vectors` does) or only its last sub-token (in a causal
+  model the last piece is the first position that has read the whole word);
+- the points of one layer are projected on their first two principal components
+  (PCA, scikit-learn's `PCA`: centre, then the top right-singular vectors);
+- how well the groups separate is measured at every layer by two numbers, both
+  from scikit-learn:
+  - the silhouette score with cosine distance (Rousseeuw 1987, "Silhouettes: a
+    graphical aid to the interpretation and validation of cluster analysis"):
+    +1 = every point much closer to its own group than to the nearest other
+    group, 0 = groups overlap, negative = points sit nearer another group;
+  - the leave-one-out accuracy of a nearest-centroid probe: each point in turn
+    is left out, the group centroids are computed from the others, and the point
+    is assigned to the nearest centroid. Vectors are scaled to length 1 first,
+    so "nearest" follows the direction (like the cosine), not a few huge
+    coordinates.
+
+These are measures of the *given* points: with a dozen sentences they say whether
+these groups separate, not that a model "knows" a concept in general.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.decomposition import PCA
+from sklearn.metrics import silhouette_score
+from sklearn.model_selection import LeaveOneOut, cross_val_score
+from sklearn.neighbors import NearestCentroid
+from sklearn.preprocessing import normalize
+
+from core.context import find_word, special_mask
+from core.trace import Trace
+
+MAX_ITEMS = 24  # each item is one forward pass per model; the trace cache holds 64
+POOLINGS = ("mean", "last")  # a word cut into pieces: mean of its pieces, or its last piece
+MARKED = re.compile(r"\[([^\[\]]*)\]")  # the word to map, written between square brackets
+
+
+@dataclass(frozen=True)
+class MapItem:
+    """One point of the map: the word at characters [start, end) of `sentence`, in `group`."""
+
+    group: str
+    sentence: str  # as run through the model (square brackets removed)
+    word: str
+    start: int
+    end: int
+
+
+def parse_items(text: str, default_word: str = "") -> list[MapItem]:
+    """Read one item per line: `group: sentence`.
+
+    The word to map is the one written between square brackets ("Europe: I flew to
+    [Paris] in May"); a line without brackets uses `default_word`, found as a whole
+    word (first occurrence). Blank lines are skipped. Mistakes raise ValueError
+    naming the line.
+    """
+    items = []
+    lines = [line.strip() for line in text.splitlines()]
+    for number, line in enumerate(lines, start=1):
+        if not line:
+            continue
+        group, colon, sentence = line.partition(":")
+        group, sentence = group.strip(), sentence.strip()
+        if not colon or not group or not sentence:
+            raise ValueError(f'Line {number} "{line}" has no group: write it as "group: sentence".')
+        marks = list(MARKED.finditer(sentence))
+        if len(marks) > 1:
+            raise ValueError(f'Line {number} "{line}" marks {len(marks)} words: put [brackets] around one word.')
+        if marks:
+            mark = marks[0]
+            word = mark.group(1).strip()
+            if not word:
+                raise ValueError(f'Line {number} "{line}" has empty brackets: put the word inside them.')
+            plain = sentence[: mark.start()] + mark.group(1) + sentence[mark.end():]
+            start = mark.start() + mark.group(1).index(word)
+            items.append(MapItem(group, plain, word, start, start + len(word)))
+            continue
+        if not default_word.strip():
+            raise ValueError(f'Line {number} "{line}" marks no word: put [brackets] around the word to map, '
+                             "or type the word to map.")
+        word = default_word.strip()
+        # the same whole-word rule as the similarity page (find_word), on the sentence text alone
+        left = r"\b" if re.match(r"\w", word[0]) else ""
+        right = r"\b" if re.match(r"\w", word[-1]) else ""
+        found = re.search(left + re.escape(word) + right, sentence, flags=re.IGNORECASE)
+        if found is None:
+            raise ValueError(f'The word "{word}" does not appear in sentence {len(items) + 1} "{sentence}" '
+                             f"(line {number}).")
+        items.append(MapItem(group, sentence, found.group(0), *found.span()))
+    check_items(items)
+    return items
+
+
+def check_items(items: Sequence[MapItem]) -> None:
+    """Raise ValueError unless there are 2+ groups, each with 2+ sentences, and at most MAX_ITEMS in all."""
+    if not items:
+        raise ValueError("Type at least two groups of sentences, one per line as \"group: sentence\".")
+    if len(items) > MAX_ITEMS:
+        raise ValueError(f"Give at most {MAX_ITEMS} sentences (got {len(items)}): each one runs through both models.")
+    sizes = pd.Series([item.group for item in items]).value_counts(sort=False)
+    if len(sizes) < 2:
+        raise ValueError(f'All sentences are in one group ("{sizes.index[0]}"): give at least two groups, '
+                         "so there is something to separate.")
+    alone = [group for group, size in sizes.items() if size < 2]
+    if alone:
+        raise ValueError("Each group needs at least two sentences; " + ", ".join(f'"{g}"' for g in alone)
+                         + (" has" if len(alone) == 1 else " have") + " only one.")
+
+
+def item_positions(trace: Trace, item: MapItem, number: int) -> list[int]:
+    """Token positions covering the item's characters (BOS and other added tokens never count)."""
+    if trace.prompt != item.sentence:
+        raise ValueError(f'Sentence {number + 1} was run as "{trace.prompt}", not "{item.sentence}".')
+    covers = (trace.offsets[:, 0] < item.end) & (trace.offsets[:, 1] > item.start) & ~special_mask(trace)  # (T,)
+    positions = np.flatnonzero(covers).tolist()
+    if not positions:  # only when the sentence was cut at the token limit before the word
+        return find_word(trace, item.word, number)
+    return positions
+
+
+def item_vectors(traces: Sequence[Trace], items: Sequence[MapItem], pooling: str = "mean") -> np.ndarray:
+    """Each item's vector at every entry: (items, layers + 1, hidden)."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
+    vectors = []
+    for number, (trace, item) in enumerate(zip(traces, items)):
+        positions = item_positions(trace, item, number)
+        chosen = positions if pooling == "mean" else positions[-1:]
+        vectors.append(trace.hidden_states[:, chosen].mean(axis=1))  # (L+1, H)
+    return np.stack(vectors)  # (N, L+1, H)
+
+
+def item_pieces(traces: Sequence[Trace], items: Sequence[MapItem]) -> pd.DataFrame:
+    """Which tokens stand for each item's word (shown to the user): sentence, group, word, tokens, positions."""
+    rows = []
+    for number, (trace, item) in enumerate(zip(traces, items)):
+        positions = item_positions(trace, item, number)
+        rows.append({"sentence": number + 1, "group": item.group, "word": item.word, "text": item.sentence,
+                     "tokens": " + ".join(repr(trace.tokens[p]) for p in positions),
+                     "positions": ", ".join(map(str, positions)), "pieces": len(positions)})
+    return pd.DataFrame(rows)
+
+
+def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First two principal-component coordinates of (N, H) points, and the share of variance of each.
+
+    Points that are all the same (layer 0 for one token in every sentence) have no
+    direction to project on: they all sit at (0, 0) with 0 % explained.
+    """
+    centred = vectors - vectors.mean(axis=0)
+    if float(np.abs(centred).max()) <= 1e-12 * max(float(np.abs(vectors).max()), 1.0):
+        return np.zeros((len(vectors), 2)), np.zeros(2)
+    pca = PCA(n_components=2, svd_solver="full")
+    coordinates = pca.fit_transform(vectors.astype(np.float64))  # (N, 2)
+    return coordinates, pca.explained_variance_ratio_
+
+
+def map_points(vectors: np.ndarray, items: Sequence[MapItem]) -> pd.DataFrame:
+    """PCA coordinates of every item at every entry (each layer projected on its own).
+
+    Columns: layer, relative_depth, sentence (1-based), group, word, text, x, y,
+    explained_x, explained_y (share of the variance along each axis).
+    """
+    n_items, entries, _ = vectors.shape
+    frames = []
+    for layer in range(entries):
+        coordinates, explained = pca_2d(vectors[:, layer])
+        frames.append(pd.DataFrame({
+            "layer": layer, "relative_depth": layer / (entries - 1), "sentence": np.arange(1, n_items + 1),
+            "group": [item.group for item in items], "word": [item.word for item in items],
+            "text": [item.sentence for item in items], "x": coordinates[:, 0], "y": coordinates[:, 1],
+            "explained_x": explained[0], "explained_y": explained[1],
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def probe_accuracy(vectors: np.ndarray, groups: Sequence[str]) -> float:
+    """Leave-one-out accuracy of a nearest-centroid probe on length-1 vectors (N, H)."""
+    scores = cross_val_score(NearestCentroid(), normalize(vectors.astype(np.float64)), np.asarray(groups),
+                             cv=LeaveOneOut())
+    return float(scores.mean())
+
+
+def cosine_silhouette(vectors: np.ndarray, groups: Sequence[str]) -> float:
+    """Mean silhouette of (N, H) points with cosine distance; 0 when every point is the same."""
+    if np.allclose(vectors, vectors[:1]):
+        return 0.0  # no distances at all: the groups are not separated
+    return float(silhouette_score(vectors.astype(np.float64), np.asarray(groups), metric="cosine"))
+
+
+def separation(vectors: np.ndarray, groups: Sequence[str]) -> pd.DataFrame:
+    """How well the groups separate at each entry: layer, relative_depth, silhouette, probe_accuracy."""
+    entries = vectors.shape[1]
+    return pd.DataFrame({
+        "layer": np.arange(entries),
+        "relative_depth": np.arange(entries) / (entries - 1),
+        "silhouette": [cosine_silhouette(vectors[:, layer], groups) for layer in range(entries)],
+        "probe_accuracy": [probe_accuracy(vectors[:, layer], groups) for layer in range(entries)],
+    })
+
+
+@dataclass(frozen=True)
+class HiddenStateMaps:
+    points: pd.DataFrame  # map_points: every layer's 2-D map
+    separation: pd.DataFrame  # separation: one row per layer
+    pieces: pd.DataFrame  # item_pieces: the tokens behind every point
+
+
+def hidden_state_maps(traces: Sequence[Trace], items: Sequence[MapItem], pooling: str = "mean") -> HiddenStateMaps:
+    """Everything the page draws for one model; `traces[i]` is the trace of `items[i].sentence`."""
+    check_items(items)
+    if len(traces) != len(items):
+        raise ValueError(f"{len(traces)} traces for {len(items)} sentences")
+    vectors = item_vectors(traces, items, pooling)  # (N, L+1, H)
+    groups = [item.group for item in items]
+    return HiddenStateMaps(map_points(vectors, items), separation(vectors, groups), item_pieces(traces, items))
+
+
+def layer_at_depth(relative_depth: float, num_layers: int) -> int:
+    """The entry nearest to a relative depth (0 = token embeddings, 1 = last layer)."""
+    return int(round(min(max(relative_depth, 0.0), 1.0) * num_layers))
