@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bench.common import print_table
 
-SKIP = {"common", "__main__"}
+SKIP = {"common", "bounds", "__main__"}
 
 
 def main() -> None:

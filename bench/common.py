@@ -11,7 +11,7 @@ import gc
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -27,6 +27,11 @@ class Row:
     baseline: float  # measured value of the reference, same run
     unit: str  # "s", "MB", ...
     target: str = ""  # e.g. "<= 2x"
+    # back-of-envelope bound for `ours` (e.g. FLOPs / measured matmul FLOP/s), same unit; None: not a time
+    bound: float | None = None
+    # 1-minute load average when the row was measured: this machine is shared, and a figure
+    # taken at load 8 on 2 cores is not the same figure as one taken at load 1
+    load: float = field(default_factory=lambda: os.getloadavg()[0])
 
     @property
     def ratio(self) -> float:
@@ -49,10 +54,12 @@ def rss_mb() -> float:
 
 
 def print_table(rows: list[Row]) -> str:
-    lines = ["| benchmark | case | ours | baseline | ratio | target |", "|---|---|---|---|---|---|"]
+    lines = ["| benchmark | case | ours | baseline | ratio | target | bound | ours / bound | load |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        bound = f"{r.bound:.3g} {r.unit} | {r.ours / r.bound:.2f}x" if r.bound else " | "
         lines.append(f"| {r.benchmark} | {r.case} | {r.ours:.3g} {r.unit} | {r.baseline:.3g} {r.unit} | "
-                     f"{r.ratio:.2f}x | {r.target} |")
+                     f"{r.ratio:.2f}x | {r.target} | {bound} | {r.load:.1f} |")
     text = "\n".join(lines)
     print(text, flush=True)
     return text

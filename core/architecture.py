@@ -40,23 +40,26 @@ LAYER_INDEX = re.compile(r"\.(layers|h|blocks|layer)\.(\d+)\.")
 # (component, pattern on the name inside a layer/model). First match wins, so fused
 # projections come before their parts. Covers Llama/Gemma/Qwen/Mistral naming and GPT-2/NeoX.
 ROLE_PATTERNS = [
+    ("State-space mixer", r"\.mixer\."),  # Mamba's block in place of attention (its out_proj is not attention's)
+    ("Word-vector projection", r"project_(in|out)\."),  # OPT-350m: word vectors narrower than the layers
     ("Attention qkv (fused)", r"(qkv_proj|c_attn|query_key_value|Wqkv)\."),
     ("Attention q", r"(q_proj|\.query|\.wq)\."),
     ("Attention k", r"(k_proj|\.key|\.wk)\."),
     ("Attention v", r"(v_proj|\.value|\.wv)\."),
-    ("Norms", r"(norm|ln_\d|ln_f|layernorm)"),
+    ("Norms", r"(norm|\bln_\w*|layernorm)"),  # ln_1, ln_f (GPT-2), ln_attn / ln_mlp (Falcon 40B)
     ("Attention o", r"(o_proj|out_proj|attn\.c_proj|attention\.dense|\.wo)\."),
     ("MLP gate+up (fused)", r"gate_up_proj\."),
     ("MLP gate", r"(gate_proj|\.w1)\."),
     ("MLP up", r"(up_proj|c_fc|fc1|dense_h_to_4h|\.w3)\."),
     ("MLP down", r"(down_proj|mlp\.c_proj|fc2|dense_4h_to_h|\.w2)\."),
-    ("Embedding table", r"(embed_tokens|wte|word_embeddings)\."),
-    ("Position embedding", r"(wpe|position_embeddings)\."),
-    ("LM head (untied)", r"^lm_head\."),
+    ("Position embedding", r"(wpe|position_embeddings|embed_positions)\."),
+    ("Embedding table", r"(embed_tokens|wte|word_embeddings|embed_in|embeddings)\."),
+    ("LM head (untied)", r"^(lm_head|embed_out)\."),
 ]
 COMPONENT_ORDER = [
     "Embedding table", "Position embedding", "Attention q", "Attention k", "Attention v", "Attention qkv (fused)",
-    "Attention o", "MLP gate", "MLP up", "MLP gate+up (fused)", "MLP down", "Norms", "LM head (untied)",
+    "Attention o", "MLP gate", "MLP up", "MLP gate+up (fused)", "MLP down", "State-space mixer",
+    "Word-vector projection", "Norms", "LM head (untied)",
     "Vision tower", "Projector", "Other",
 ]
 COMPONENT_HELP = {
@@ -69,6 +72,9 @@ COMPONENT_HELP = {
     "MLP up": "feed-forward expansion to the larger FFN size",
     "MLP down": "feed-forward projection back to the hidden size",
     "Norms": "RMSNorm/LayerNorm scales: one number per hidden unit",
+    "Position embedding": "one learned vector per position, added to the token's vector",
+    "State-space mixer": "the selective state-space block that mixes tokens in place of attention (Mamba)",
+    "Word-vector projection": "maps the narrower word vectors into the layers' width and back (OPT-350m)",
     "LM head (untied)": "separate output matrix that turns the last hidden state into next-token scores",
     "Vision tower": "the image encoder (it lets the model see pictures)",
     "Projector": "maps image features into the text model's hidden size",
@@ -99,6 +105,20 @@ def is_text(name: str) -> bool:
     return component_of(name) not in ("Vision tower", "Projector")
 
 
+def components(lm: LoadedModel, names) -> list[str]:
+    """component_of each name, except the embedding table and an untied LM head: those are found by
+    identity (core/parts.py), whatever the family calls them (embed_tokens, wte, embed_in, embeddings…)."""
+    first_name = {}
+    for name, param in lm.model.named_parameters():  # tied tensors: the first name, as parameter_table keeps
+        first_name.setdefault(id(param), name)
+    known = {}
+    for module, component in ((lm.parts.embed, "Embedding table"), (lm.parts.lm_head, "LM head (untied)")):
+        weight = getattr(module, "weight", None)
+        if weight is not None and id(weight) in first_name:
+            known.setdefault(first_name[id(weight)], component)  # tied: the embedding name wins
+    return [known.get(name) or component_of(name) for name in names]
+
+
 def component_breakdown(lm: LoadedModel) -> pd.DataFrame:
     """Unique parameters per component: component, parameters, tensors, share (of the total), what.
 
@@ -106,7 +126,7 @@ def component_breakdown(lm: LoadedModel) -> pd.DataFrame:
     `parameters.sum() == count_parameters(lm)`; a tied LM head has no row.
     """
     table = parameter_table(lm)
-    table["component"] = table["name"].map(component_of)
+    table["component"] = components(lm, table["name"])
     grouped = table.groupby("component").agg(parameters=("numel", "sum"), tensors=("numel", "size"))
     order = [c for c in COMPONENT_ORDER if c in grouped.index]
     out = grouped.loc[order].reset_index()
@@ -123,7 +143,7 @@ def parameter_list(lm: LoadedModel, one_layer: bool = False, search: str = "") -
     `search` keeps names containing it (case-insensitive).
     """
     table = parameter_table(lm)
-    table["component"] = table["name"].map(component_of)
+    table["component"] = components(lm, table["name"])
     table["layer"] = table["name"].map(layer_of)
     table["shape"] = table["shape"].map(format_shape)
     table = table.rename(columns={"numel": "count"})
@@ -148,17 +168,21 @@ def format_shape(shape: tuple[int, ...]) -> str:
 # ---------------------------------------------------------------- summary facts
 
 
-def _rope_text(config) -> str:
+def _rope_text(config, rotary_fraction: float = 1.0) -> str:
     """RoPE θ and scaling, read from transformers 5's `rope_parameters` (or the older rope_theta/rope_scaling)."""
     params = getattr(config, "rope_parameters", None)
     if params is None:
         theta = getattr(config, "rope_theta", None)
         if theta is None:
-            return "learned/absolute positions" if getattr(config, "n_positions", None) else "—"
+            return "—"
         params = {"rope_theta": theta, **(getattr(config, "rope_scaling", None) or {})}
     if params and all(isinstance(v, dict) for v in params.values()):  # per layer type (Gemma 3)
-        return "; ".join(f"{kind.replace('_attention', '')} layers: {_rope_one(p)}" for kind, p in params.items())
-    return _rope_one(params)
+        text = "; ".join(f"{kind.replace('_attention', '')} layers: {_rope_one(p)}" for kind, p in params.items())
+    else:
+        text = _rope_one(params)
+    if rotary_fraction < 1:
+        text += f", on {rotary_fraction:.0%} of each head's dimensions (the rest carry no position)"
+    return text
 
 
 def _rope_one(params: dict) -> str:
@@ -170,40 +194,63 @@ def _rope_one(params: dict) -> str:
     return text
 
 
+def positions_text(lm: LoadedModel) -> str:
+    """How the model knows word order, in words (position scheme from core/parts.py)."""
+    layout = lm.parts.layout
+    if layout.positions == "rope":
+        return _rope_text(lm.text_config, layout.rotary_fraction)
+    if layout.positions == "learned":
+        return "learned absolute positions (a table with one vector per position, added to the token vectors)"
+    if layout.positions == "alibi":
+        return "ALiBi (each head subtracts a penalty that grows with distance; no position vectors)"
+    return "none (the layers read the tokens in order, as a recurrence)"
+
+
 def _norm_text(lm: LoadedModel) -> str:
-    norm = lm.parts.final_norm
-    kind = type(norm).__name__ if norm is not None else "—"
-    kind = "RMSNorm" if "RMSNorm" in kind else "LayerNorm" if "LayerNorm" in kind else kind
-    eps = getattr(lm.text_config, "rms_norm_eps", None) or getattr(lm.text_config, "layer_norm_eps", None)
-    layer0 = [n for n, _ in lm.parts.layers[0].named_parameters() if "norm" in n and n.endswith("weight")]
+    tc = lm.text_config
+    eps = next((getattr(tc, n) for n in ("rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon")
+                if isinstance(getattr(tc, n, None), float)), None)
+    layer0 = [n for n, _ in lm.parts.layers[0].named_parameters() if ("norm" in n or "ln_" in n) and n.endswith("weight")]
     per_layer = f", {len(layer0)} per layer" if layer0 else ""
-    return f"{kind}" + (f" (ε = {eps:g})" if eps else "") + per_layer
+    return f"{lm.parts.layout.norm}" + (f" (ε = {eps:g})" if eps else "") + per_layer
 
 
 def layer_pattern(lm: LoadedModel) -> str:
-    """'sliding ×5 then global, repeating' for Gemma 3; 'all global' when every layer sees everything."""
-    tc = lm.text_config
-    types = getattr(tc, "layer_types", None)
-    window = getattr(tc, "sliding_window", None)
-    if not types or all(t == "full_attention" for t in types):
-        return "every layer attends to all earlier tokens" + (f" (sliding window {window:,} unused)" if window and types else "")
-    full = [i for i, t in enumerate(types) if t == "full_attention"]
-    sliding = len(types) - len(full)
-    text = f"{sliding} sliding-window layers (window {window:,} tokens), {len(full)} global"
-    if full:
-        text += f": global layers {', '.join(map(str, full))}"
-    return text
+    """'4 sliding-window layers (window 512 tokens), 2 global: global layers 5, 11' for Gemma 3;
+    'every layer attends to all earlier tokens' when no layer has a window."""
+    layout = lm.parts.layout
+    if not layout.has_attention:
+        return "no attention layers"
+    kinds = layout.layer_kinds
+    full = [i for i, kind in enumerate(kinds) if kind == "global"]
+    if len(full) == len(kinds):
+        return "every layer attends to all earlier tokens"
+    window = f"window {layout.sliding_window:,} tokens" if layout.sliding_window else "windowed"
+    if not full:
+        return f"every layer is a sliding-window layer ({window})"
+    return f"{len(kinds) - len(full)} sliding-window layers ({window}), {len(full)} global: global layers {', '.join(map(str, full))}"
+
+
+def _activation(tc) -> str:
+    names = ("hidden_activation", "hidden_act", "activation_function", "activation")  # Gemma, Llama, GPT-2/OPT, Falcon
+    return str(next((getattr(tc, n) for n in names if isinstance(getattr(tc, n, None), str)), "—"))
 
 
 def architecture_facts(lm: LoadedModel) -> dict[str, str]:
     """Ordered label -> value (all strings); the same labels for every model, so A and B align."""
-    tc = lm.text_config
+    tc, layout = lm.text_config, lm.parts.layout
     split = parameter_split(lm)
     total = count_parameters(lm)
     group = lm.num_heads // max(lm.num_kv_heads, 1)
-    activation = getattr(tc, "hidden_activation", None) or getattr(tc, "hidden_act", None) or "—"
-    tied = lm.model.config.get_text_config().tie_word_embeddings
-    window = getattr(tc, "sliding_window", None)
+    if not lm.num_heads:
+        group_text = "— (no attention)"
+    elif lm.num_kv_heads == 1 and lm.num_heads > 1:
+        group_text = f"{group} (multi-query: all query heads share one key/value head)"
+    elif group > 1:
+        group_text = f"{group} query heads share each key/value head"
+    else:
+        group_text = "1 (every query head has its own key/value head)"
+    context = getattr(tc, "max_position_embeddings", None)
     return {
         "Architecture": type(lm.model).__name__,
         "Parameters (total)": _count_text(total),
@@ -212,19 +259,18 @@ def architecture_facts(lm: LoadedModel) -> dict[str, str]:
         "… projector": _count_text(split["projector"]) if split["projector"] else "none",
         "Layers": str(lm.num_layers),
         "Hidden size": f"{lm.hidden_size:,}",
-        "Attention heads (query)": str(lm.num_heads),
-        "Key/value heads": str(lm.num_kv_heads),
-        "GQA group size": (f"{group} query heads share each key/value head" if group > 1
-                           else "1 (every query head has its own key/value head)"),
-        "Head dimension": str(lm.head_dim),
-        "FFN size": f"{tc.intermediate_size:,}" if getattr(tc, "intermediate_size", None) else "—",
-        "Activation": str(activation),
+        "Attention heads (query)": str(lm.num_heads) if lm.num_heads else "none",
+        "Key/value heads": str(lm.num_kv_heads) if lm.num_heads else "none",
+        "GQA group size": group_text,
+        "Head dimension": str(lm.head_dim) if lm.num_heads else "—",
+        "FFN size": f"{layout.mlp_width:,}" if layout.mlp_width else "—",
+        "Activation": _activation(tc),
         "Norm": _norm_text(lm),
         "Vocabulary (embedding rows)": f"{lm.vocab_size:,}",
-        "Tied embeddings (LM head = embedding table)": "yes" if tied else "no (separate LM head)",
-        "Positions": _rope_text(tc),
-        "Context length": f"{tc.max_position_embeddings:,} tokens" if getattr(tc, "max_position_embeddings", None) else "—",
-        "Attention layer pattern": layer_pattern(lm) if window or getattr(tc, "layer_types", None) else "every layer attends to all earlier tokens",
+        "Tied embeddings (LM head = embedding table)": "yes" if lm.parts.tied else "no (separate LM head)",
+        "Positions": positions_text(lm),
+        "Context length": f"{context:,} tokens" if isinstance(context, int) else "—",
+        "Attention layer pattern": layer_pattern(lm),
         "Weights loaded": "yes" if lm.has_weights else "no (config only: shapes, no values)",
     }
 
@@ -235,6 +281,8 @@ def _count_text(n: int) -> str:
 
 def gqa_explanation(lm: LoadedModel) -> str:
     """Why k/v are smaller than q, from the model's own numbers (plain words)."""
+    if not lm.num_heads:
+        return f"{type(lm.model).__name__} has no attention heads: its layers mix tokens another way."
     q_rows, kv_rows = lm.num_heads * lm.head_dim, lm.num_kv_heads * lm.head_dim
     text = (f"q_proj makes {lm.num_heads} query heads × {lm.head_dim} numbers = {q_rows:,} outputs; "
             f"k_proj and v_proj make {lm.num_kv_heads} key/value heads × {lm.head_dim} = {kv_rows:,}. ")
@@ -299,7 +347,9 @@ def tensor_names(lm: LoadedModel) -> list[str]:
 
 def find_tensor(lm: LoadedModel, component: str, layer: int) -> str | None:
     """Name of the text-model tensor of `component` in decoder layer `layer` (clamped), or outside layers."""
-    names = [n for n in tensor_names(lm) if is_text(n) and component_of(n) == component and n.endswith("weight")]
+    all_names = tensor_names(lm)
+    names = [n for n, c in zip(all_names, components(lm, all_names))
+             if is_text(n) and c == component and n.endswith("weight")]
     if not names:
         return None
     in_layers = [n for n in names if layer_of(n) is not None]

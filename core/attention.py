@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from core.loading import LoadedModel
+from core.parts import UnsupportedArchitecture
 from core.trace import Trace, run_trace
 
 SUMMARY_METRICS = {  # column -> plain description, shown in the dashboard
@@ -34,8 +35,17 @@ SUMMARY_METRICS = {  # column -> plain description, shown in the dashboard
 }
 
 
+def require_attention(lm: LoadedModel) -> None:
+    """Raise UnsupportedArchitecture (a plain message) when the model has no attention weights to show."""
+    if not lm.num_heads:
+        raise UnsupportedArchitecture(
+            f"{lm.name} ({type(lm.model).__name__}) has no attention heads: its layers mix tokens another way "
+            "(e.g. a state-space model), so there are no attention weights to show. Every other page works.")
+
+
 def attention_weights(lm: LoadedModel, prompt: str) -> tuple[list[str], np.ndarray]:
     """Token strings and the attention weights (layers, heads, T, T), rows summing to 1, causal."""
+    require_attention(lm)
     trace = run_trace(lm, prompt)
     return list(trace.tokens), normalised(trace.attentions)
 
@@ -77,9 +87,8 @@ def head_summaries(attentions: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def layer_kinds(lm: LoadedModel) -> list[str]:
-    """'sliding' (local window) or 'global' for each layer, from config.layer_types (Gemma 3: 5 local : 1 global)."""
-    types = getattr(lm.text_config, "layer_types", None) or ["full_attention"] * lm.num_layers
-    return ["sliding" if "sliding" in kind else "global" for kind in types]
+    """'sliding' (local window) or 'global' for each layer (Gemma 3: 5 local : 1 global; core/parts.py)."""
+    return list(lm.parts.layout.layer_kinds)
 
 
 def kv_head_of(lm: LoadedModel) -> np.ndarray:
@@ -94,6 +103,7 @@ def kv_head_of(lm: LoadedModel) -> np.ndarray:
 
 def summary_table(lm: LoadedModel, trace: Trace) -> pd.DataFrame:
     """One row per (layer, head): its KV head, layer kind, and the four summaries."""
+    require_attention(lm)
     summaries = head_summaries(trace.attentions)
     layers, heads = trace.attentions.shape[:2]
     kinds, kv = layer_kinds(lm), kv_head_of(lm)

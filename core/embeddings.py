@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 
 from core.loading import LoadedModel, ModelLoadError
+from core.placement import parameter_value
 from core.tokens import display_token, require_tokenizer
 
 NORM_CHUNK_ROWS = 8192  # rows upcast to fp32 at a time while computing norms: 8192 x 3072 x 4 B = 100 MB
@@ -59,7 +60,8 @@ def embedding_table(lm: LoadedModel) -> torch.Tensor:
     """The input-embedding matrix (vocab, hidden) as stored: same dtype, no copy."""
     if not lm.has_weights:
         raise ModelLoadError(f"{lm.name} was loaded from its config only: embeddings need the weights.")
-    return lm.parts.embed.weight.detach()  # (V, H)
+    # The module's own weight, or (offloaded by accelerate) its value read from RAM/disk, module untouched.
+    return parameter_value(lm.parts.embed, "weight")  # (V, H), on the table's own device
 
 
 @torch.no_grad()
@@ -69,7 +71,7 @@ def compute_inverse_norms(table: torch.Tensor) -> torch.Tensor:
     Inverse so that a query costs one multiply per token instead of a divide; an all-zero
     row (an unused slot) gets 0, i.e. cosine 0 instead of NaN.
     """
-    inverse = torch.empty(table.shape[0], dtype=torch.float32)  # (V,)
+    inverse = torch.empty(table.shape[0], dtype=torch.float32, device=table.device)  # (V,) beside the table
     for start in range(0, table.shape[0], NORM_CHUNK_ROWS):
         rows = table[start:start + NORM_CHUNK_ROWS].float()  # (chunk, H): bounded fp32 scratch
         inverse[start:start + NORM_CHUNK_ROWS] = torch.linalg.vector_norm(rows, dim=1)
@@ -112,7 +114,7 @@ def top_cosine_rows(table: torch.Tensor, inverse: torch.Tensor, q: torch.Tensor,
     the table in its own dtype, one multiply per row, and an exact rescoring of a few rows.
     Few whole-vocabulary operations on purpose: each costs a thread hand-off on a busy CPU.
     """
-    q = q.detach().float().cpu()
+    q = q.detach().to(device=table.device, dtype=torch.float32)  # the query goes to the table, never the reverse
     q = q / torch.linalg.vector_norm(q).clamp_min(1e-30)  # (H,) unit: E[i].q * inverse[i] is the cosine
     exclude = sorted(set(exclude))
     k = max(1, min(int(k), table.shape[0] - len(exclude)))
@@ -130,7 +132,7 @@ def top_cosine_rows(table: torch.Tensor, inverse: torch.Tensor, q: torch.Tensor,
         candidates = torch.topk(scores.nan_to_num(nan=-1.0), min(MAX_RESCORE_ROWS, table.shape[0])).indices
     exact = (table[candidates].float() @ q) * inverse[candidates]  # (C,)
     if exclude:
-        exact[torch.isin(candidates, torch.tensor(exclude))] = float("-inf")
+        exact[torch.isin(candidates, torch.tensor(exclude, device=candidates.device))] = float("-inf")
     best = torch.topk(exact, k)
     return candidates[best.indices].tolist(), best.values.tolist()
 
@@ -247,7 +249,8 @@ def arithmetic(lm: LoadedModel, a: str | int, b: str | int, c: str | int, k: int
 def rank_of(lm: LoadedModel, q: torch.Tensor, token_id: int, exclude=()) -> int:
     """Where `token_id` lands when the whole vocabulary is sorted by cosine to q (1 = closest)."""
     table, inverse = embedding_table(lm), inverse_norms(lm)
-    scores = torch.mul(torch.mv(table, q.float().to(table.dtype)), inverse)  # (V,); the scale of q is irrelevant
+    q = q.detach().to(device=table.device, dtype=table.dtype)  # (H,); the scale of q is irrelevant
+    scores = torch.mul(torch.mv(table, q), inverse)  # (V,)
     if exclude:
         scores[sorted(set(exclude))] = float("-inf")
     return int((scores > scores[token_id]).sum()) + 1
@@ -321,7 +324,8 @@ def project_words(lm: LoadedModel, words: list[tuple[str, str]] | list[str]) -> 
     if len(pairs) > MAX_WORDS:
         raise ValueError(f"At most {MAX_WORDS} words, please ({len(pairs)} given).")
     resolved = [resolve_query(lm, word) for _, word in pairs]
-    vectors = torch.stack([r.vector for r in resolved]).double().numpy()  # (n, H)
+    # (n, H): a few rows, brought to the host for NumPy's SVD (mps has no float64, so cast after the copy)
+    vectors = torch.stack([r.vector for r in resolved]).cpu().double().numpy()
     centred = vectors - vectors.mean(axis=0)
     _, singular, components = np.linalg.svd(centred, full_matrices=False)  # components (n, H)
     components = components[:2]

@@ -67,3 +67,23 @@ def edited_residual(lm: LoadedModel, edits: Mapping[int, Edit]):
         finally:
             for handle in handles:
                 handle.remove()
+
+
+@contextmanager
+def recorded_input(lm: LoadedModel, module: torch.nn.Module):
+    """While inside, the first input of `module` on each forward pass is appended to the yielded list.
+
+    Used by the trace to keep OPT-350m's last hidden state in the stack's own width (the input of
+    `project_out`; Hugging Face returns it already projected). Holds `lm.lock`; the hook is removed on exit.
+    """
+    seen: list[torch.Tensor] = []
+
+    def hook(_module, args):
+        seen.append(args[0].detach())
+
+    with lm.lock:
+        handle = module.register_forward_pre_hook(hook)
+        try:
+            yield seen
+        finally:
+            handle.remove()

@@ -1,8 +1,9 @@
 """The logit lens (lecture step 6; nostalgebraist 2020, "interpreting GPT: the logit lens").
 
 Every hidden-state entry of a Trace is decoded as if the model stopped there:
-final norm, then the LM head, then (Gemma) the same logit soft-capping the
-model applies, then softmax. Entry 0 is the token embedding (already scaled
+final norm (and OPT-350m's project_out), then the LM head, then what the
+model itself does to its logits (Gemma's soft-capping, Granite's division by
+logits_scaling; core/parts.py), then softmax. Entry 0 is the token embedding (already scaled
 by sqrt(hidden) in Gemma, as the model does it). The last entry already has the
 final norm applied (Hugging Face's convention), so it is NOT normed again and
 the last layer reproduces the model's own logits exactly.
@@ -15,6 +16,10 @@ the log-sum-exp needed for its probabilities) is kept.
 
 from __future__ import annotations
 
+import time
+
+import unicodedata
+
 import numpy as np
 import pandas as pd
 import torch
@@ -24,7 +29,10 @@ from core.tokens import display_token, require_tokenizer
 from core.trace import Trace, run_trace
 
 CHUNK_BYTES = 256 * 2**20  # logits of one chunk of rows (fp32) stay under this
-VOCAB_BLOCK = 16_384  # rows of a bf16 head upcast to fp32 at a time on CPU (200 MB for hidden 3072)
+VOCAB_BLOCK = 16_384  # rows of a 16-bit head upcast to fp32 at a time (200 MB of fp32 for hidden 3072)
+# The probe that picks the head path: rows x hidden against a block of vocabulary rows.
+# Big enough that call overheads do not decide it (0.5 GFLOP a call), small enough to pay once.
+PROBE_SHAPE = (128, 1024, 2048)
 
 
 def _trace(lm: LoadedModel, prompt: str | Trace) -> Trace:
@@ -33,17 +41,16 @@ def _trace(lm: LoadedModel, prompt: str | Trace) -> Trace:
 
 def softcap(lm: LoadedModel) -> float | None:
     """Gemma 2/3's final_logit_softcapping (logits = cap * tanh(logits / cap)), or None."""
-    return getattr(lm.text_config, "final_logit_softcapping", None)
+    return lm.parts.layout.logit_softcap
 
 
 def _head_fp32(head: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """The LM head in float32, one block of vocabulary rows at a time.
 
-    CPUs without bf16 instructions run a bf16 matmul about 5x slower than
-    fp32 (measured here: 45 s vs 8 s for 256 x 3072 x 128,256). Upcasting the
-    whole head would double its memory, so only VOCAB_BLOCK rows of it are
-    upcast at a time. The result is the bf16 head's product computed exactly
-    in fp32 (the model itself would round it to bf16).
+    Used where the probe (`upcast_head`) found fp32 faster than the head's own
+    16-bit dtype. Upcasting the whole head would double its memory, so only
+    VOCAB_BLOCK rows of it are upcast at a time. The result is the 16-bit head's
+    product computed exactly in fp32 (the model itself would round it to bf16).
     """
     weight = head.weight  # (V, H), model dtype
     x = x.float()  # (rows, H)
@@ -55,24 +62,59 @@ def _head_fp32(head: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+_UPCAST_FASTER: dict[tuple[str, torch.dtype], bool] = {}  # (device type, dtype) -> probe's answer, per process
+
+
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+@torch.inference_mode()
+def upcast_head(device: torch.device | str, dtype: torch.dtype) -> bool:
+    """Whether a 16-bit LM head is faster upcast to fp32 blocks than run in its own dtype, here.
+
+    Which one wins depends on the CPU, and torch does not say: AMX or AVX512-BF16 can make
+    bf16 the fast one, while without them bf16 is emulated and slower than fp32 (both
+    measured on this project's machine: README "Benchmarks", bench/real_shapes.py). So on
+    CPU it is measured once per process and (device, dtype): a PROBE_SHAPE matmul both
+    ways, best of 3, alternating (~0.1 s on an idle 2-core CPU, once). GPUs run 16-bit matmuls
+    on tensor cores, so there the head is never upcast; fp32 models have nothing to pick.
+    """
+    device = torch.device(device)
+    if device.type != "cpu" or dtype not in (torch.bfloat16, torch.float16):
+        return False
+    key = (device.type, dtype)
+    if key not in _UPCAST_FASTER:
+        rows, hidden, block = PROBE_SHAPE
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(rows, hidden, generator=generator).to(dtype)  # (rows, H)
+        weight = torch.randn(block, hidden, generator=generator).mul_(0.02).to(dtype)  # (block, H)
+        paths = (lambda: torch.nn.functional.linear(x, weight).float(), lambda: x.float() @ weight.float().T)
+        for path in paths:  # first call: kernel selection / JIT, not the steady state
+            path()
+        # best of 3, alternating, so a burst of load from other processes hits both alike
+        native, upcast = (min(times) for times in zip(*[[_seconds(path) for path in paths] for _ in range(3)]))
+        _UPCAST_FASTER[key] = upcast < native
+    return _UPCAST_FASTER[key]
+
+
 def decode_rows(lm: LoadedModel, hidden: torch.Tensor, normed: bool) -> torch.Tensor:
     """Hidden vectors (rows, H) -> the logits the model would give them (rows, V) float32.
 
     `normed`: the rows already went through the final norm (the last entry).
     Runs the model's own final norm (read-only, in the model's dtype) and its
-    head (in fp32 blocks on CPU for bf16/fp16 models, see _head_fp32).
+    head (in its own dtype, or in fp32 blocks where that was measured faster: upcast_head).
     """
     x = hidden.to(device=lm.device, dtype=lm.dtype)  # (rows, H)
-    if not normed:
-        x = lm.parts.finish(x)
-    if lm.device == "cpu" and lm.dtype in (torch.bfloat16, torch.float16):
+    x = lm.parts.finish(x, normed=normed)  # final norm unless normed; OPT-350m's project_out always
+    # A head whose weight accelerate offloaded (meta here) must go through its own forward.
+    if lm.lm_head.weight.device.type != "meta" and upcast_head(lm.device, lm.dtype):
         logits = _head_fp32(lm.lm_head, x)
     else:
         logits = lm.lm_head(x).float()  # (rows, V)
-    cap = softcap(lm)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
+    return lm.parts.adjust_logits(logits)  # Granite's logits_scaling, Gemma's soft-capping
 
 
 def _chunks(lm: LoadedModel, trace: Trace, chunk_rows: int | None):
@@ -139,41 +181,84 @@ def last_position_table(table: pd.DataFrame) -> pd.DataFrame:
     return wide.reset_index()
 
 
-def target_token_id(lm: LoadedModel, target: str) -> int:
-    """The first token of `target` in this model's vocabulary (no BOS)."""
+_NO_SPACE_SCRIPTS = ("CJK", "HIRAGANA", "KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN")
+
+
+def _written_without_spaces(ch: str) -> bool:
+    """Chinese, Japanese, Thai… put no space between words, so no word of them follows a space."""
+    return ch.isalpha() and unicodedata.name(ch, "").startswith(_NO_SPACE_SCRIPTS)
+
+
+def target_lookup(lm: LoadedModel, target: str, after_space: bool = True) -> tuple[str, int]:
+    """The text actually looked up for a typed word, and the id of its first token in this model.
+
+    A word inside a sentence usually follows a space, and most vocabularies (Llama's "ĠParis",
+    Gemma's "▁Paris") have a different token for it than for the bare word at the start of a text.
+    With `after_space`, a word typed without leading whitespace is looked up as " " + word, unless it
+    starts with a letter of a script written without spaces (天氣: Chinese text has no " 天") or the
+    first token of " " + word is only the space or part of a character: then the word is looked up as
+    typed. Text typed with a leading space is always looked up as typed.
+    """
     if not target:
         raise ValueError("Type a target token.")
-    ids = require_tokenizer(lm)(target, add_special_tokens=False)["input_ids"]
-    if not ids:
+    tokenizer = require_tokenizer(lm)
+
+    def first(text: str) -> int | None:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return int(ids[0]) if ids else None
+
+    if after_space and not target[0].isspace() and not _written_without_spaces(target[0]):
+        spaced = first(" " + target)
+        if spaced is not None:
+            shown = tokenizer.decode([spaced])
+            if shown.strip() and "\ufffd" not in shown:
+                return " " + target, spaced
+    plain = first(target)
+    if plain is None:
         raise ValueError(f'"{target}" gives no token in {lm.name}.')
-    return int(ids[0])
+    return target, plain
 
 
-def token_trajectory(lm: LoadedModel, prompt: str | Trace, target: str | int | None = None) -> pd.DataFrame:
-    """Rank and probability of one token at the LAST position, layer by layer.
+def target_token_id(lm: LoadedModel, target: str, after_space: bool = False) -> int:
+    """The first token of `target` in this model's vocabulary (no BOS); see target_lookup for `after_space`."""
+    return target_lookup(lm, target, after_space)[1]
 
-    `target`: text (its first token is used), a token id, or None for the
-    model's own final prediction. Columns: layer, relative_depth, token,
+
+def token_trajectory(lm: LoadedModel, prompt: str | Trace, target: str | int | None = None,
+                     position: int | None = None, after_space: bool = False) -> pd.DataFrame:
+    """Rank and probability of one token at one position (default: the LAST), layer by layer.
+
+    `target`: text (its first token is used, see target_lookup for `after_space`), a token id, or
+    None for the model's own final prediction at that position. Columns: layer, relative_depth,
+    position, looked_up (the text whose first token is followed; "" for an id or None), token,
     token_id, rank (1 = top), prob, top1 (bool).
     """
     trace = _trace(lm, prompt)
-    if target is None or target == "":
-        target_id = int(np.argmax(trace.last_logits))
-    elif isinstance(target, str):
-        target_id = target_token_id(lm, target)
+    T = len(trace.tokens)
+    position = T - 1 if position is None else int(position)
+    if not 0 <= position < T:
+        raise ValueError(f"Position {position} is outside the {T} tokens that were run.")
+    looked_up = ""
+    if isinstance(target, str) and target != "":
+        looked_up, target_id = target_lookup(lm, target, after_space)
+    elif target is None or target == "":
+        target_id = None
     else:
         target_id = int(target)
     entries = trace.hidden_states.shape[0]
-    last = torch.from_numpy(np.array(trace.hidden_states[:, -1]))  # (entries, H)
+    rows = torch.from_numpy(np.array(trace.hidden_states[:, position]))  # (entries, H)
     with lm.lock, torch.inference_mode():
-        logits = torch.cat([decode_rows(lm, last[:-1], normed=False),
-                            decode_rows(lm, last[-1:], normed=True)])  # (entries, V)
+        logits = torch.cat([decode_rows(lm, rows[:-1], normed=False),
+                            decode_rows(lm, rows[-1:], normed=True)])  # (entries, V)
+        if target_id is None:  # the model's own prediction: its real logits at the last position
+            final = trace.last_logits if position == T - 1 else logits[-1].cpu().numpy()
+            target_id = int(np.argmax(final))
         target_logit = logits[:, target_id : target_id + 1]  # (entries, 1)
         rank = (logits > target_logit).sum(-1) + 1  # (entries,)
         prob = torch.softmax(logits, dim=-1)[:, target_id]  # (entries,)
     return pd.DataFrame({
-        "layer": np.arange(entries), "relative_depth": np.arange(entries) / (entries - 1),
-        "token": display_token(lm, target_id), "token_id": target_id,
+        "layer": np.arange(entries), "relative_depth": np.arange(entries) / (entries - 1), "position": position,
+        "looked_up": looked_up, "token": display_token(lm, target_id), "token_id": target_id,
         "rank": rank.cpu().numpy(), "prob": prob.cpu().numpy(), "top1": rank.cpu().numpy() == 1,
     })
 

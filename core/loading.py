@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 import torch
 
+from core.placement import execution_device, fit_check, load_weights
 from core.sources import PRESETS, Source, SourceError, embedded_gguf_path, resolve_source
 
 LARGE_MODEL_PARAMS = 1_000_000_000  # above this, CPU loads default to bfloat16
@@ -50,6 +51,7 @@ class LoadedModel:
     dtype: torch.dtype
     load_seconds: float
     dequantized_from_gguf: bool = False
+    plan: object = None  # core.placement.Plan: where the weights went (None: all on `device`)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _parts: object = field(default=None, repr=False, init=False)
 
@@ -89,19 +91,20 @@ class LoadedModel:
 
     @property
     def num_heads(self) -> int:
-        return self.text_config.num_attention_heads
+        """Query heads per layer; 0 for a model without attention (e.g. a state-space model)."""
+        return self.parts.layout.num_heads
 
     @property
     def num_kv_heads(self) -> int:
-        return getattr(self.text_config, "num_key_value_heads", None) or self.num_heads
+        return self.parts.layout.num_kv_heads  # Falcon's multi_query, GQA's num_key_value_heads (core/parts.py)
 
     @property
     def hidden_size(self) -> int:
-        return self.text_config.hidden_size
+        return self.parts.layout.hidden_size
 
     @property
     def head_dim(self) -> int:
-        return getattr(self.text_config, "head_dim", None) or self.hidden_size // self.num_heads
+        return self.parts.layout.head_dim
 
     @property
     def vocab_size(self) -> int:
@@ -205,7 +208,7 @@ def hub_download(repo_id: str, token: str | None, config_only: bool) -> Path:
 # ---------------------------------------------------------------- config checks
 
 
-def read_config(folder: Path):
+def read_config(folder: Path, name: str | None = None):
     from transformers import AutoConfig
 
     if not (folder / "config.json").exists():
@@ -213,7 +216,26 @@ def read_config(folder: Path):
     try:
         return AutoConfig.from_pretrained(folder, trust_remote_code=False)
     except (ValueError, KeyError, OSError, json.JSONDecodeError) as error:
-        raise ModelLoadError(f"The config.json in {folder} cannot be read: {error}") from None
+        raise ModelLoadError(_config_error(folder, error, name or folder.name)) from None
+
+
+def _config_error(folder: Path, error: Exception, name: str) -> str:
+    """Why a config.json cannot be used: custom code we do not run, an architecture transformers lacks, or junk."""
+    import transformers
+
+    try:
+        raw = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        raw = {}
+    kind = raw.get("model_type") or ", ".join(raw.get("architectures") or []) or "unknown"
+    if isinstance(raw, dict) and raw.get("auto_map"):
+        return (f"{name} needs its own Python code to run (architecture {kind!r}, trust_remote_code): "
+                "this dashboard never runs code downloaded with a model. Pick a model whose architecture "
+                "is built into transformers (Llama, Gemma, Qwen, Mistral, GPT-2, …).")
+    if "does not recognize this architecture" in str(error):
+        return (f"{name} uses the architecture {kind!r}, which transformers {transformers.__version__} "
+                "does not know. Pick a model with a built-in architecture (Llama, Gemma, Qwen, Mistral, GPT-2, …).")
+    return f"The config.json in {folder} cannot be read: {error}"
 
 
 def check_causal(config, name: str) -> None:
@@ -259,13 +281,14 @@ def load_tokenizer(folder: Path):
 # ---------------------------------------------------------------- loading
 
 
-def _local_folder(source: Source, token: str | None, weights: bool, progress) -> Path | None:
+def _local_folder(source: Source, token: str | None, weights: bool, progress,
+                  available_bytes: int | None = None) -> Path | None:
     """The snapshot folder to load from (None: config-only preset with a shipped config)."""
     if source.is_gguf:
         from core.cache import convert_gguf
 
         gguf = Path(source.location) if source.kind == "gguf" else embedded_gguf_path(source.location)
-        return convert_gguf(gguf, progress)
+        return convert_gguf(gguf, progress, available_bytes)  # fit-checked from the GGUF header first
     if source.kind == "folder":
         return Path(source.location)
     if not weights and source.shipped_config is not None:
@@ -284,12 +307,21 @@ def load_model(
     token: str | None = None,
     progress=None,
     available_bytes: int | None = None,
+    device_map: str | None = "auto",
+    max_memory: dict | None = None,
+    offload_folder: str | Path | None = None,
 ) -> LoadedModel:
     """Load `source` (preset, HF repo id, local folder or .gguf file).
 
     weights=False builds the architecture on the meta device from the config only.
-    `progress(fraction, message)` is called as loading advances.
-    `available_bytes` overrides the free-memory reading (tests, planning).
+    `device_map`: "auto" spreads the weights over GPUs, then CPU RAM, then disk (accelerate's
+    big-model inference, see core/placement.py); "gpu" / "cpu" keep everything in one memory
+    and refuse what does not fit; "disk" offloads every decoder layer; None loads onto
+    `device` (given explicitly, `device` implies None). `max_memory` ({0: bytes, "cpu": bytes})
+    overrides the free-memory reading for the plan; `offload_folder` is where weights that must
+    be rewritten for disk offload go (default: a folder under the cache, removed with the model).
+    `progress(fraction, message)` is called as loading advances; the plan is shown before loading.
+    `available_bytes` overrides the free-RAM reading (tests, planning).
     Raises ModelLoadError / SourceError with a message meant for the user.
     """
     started = time.perf_counter()
@@ -297,61 +329,53 @@ def load_model(
         resolved = resolve_source(source)
     except SourceError as error:
         raise ModelLoadError(str(error)) from None
+    if device is not None and device_map == "auto":
+        device_map = None
     device = pick_device(device)
-    folder = _local_folder(resolved, token, weights, progress)
-    config = read_config(folder) if folder else _shipped_config(resolved)
+    folder = _local_folder(resolved, token, weights, progress, available_bytes)
+    config = read_config(folder, source) if folder else _shipped_config(resolved)
     check_causal(config, source)
     tokenizer = load_tokenizer(folder) if folder else None
 
+    meta = build_on_meta(config)
+    num_params = count_unique_parameters(meta)
+    chosen_dtype = pick_dtype(num_params, device, dtype)
     if not weights:
-        model = build_on_meta(config)
-        return LoadedModel(source, resolved, model, tokenizer, False, "meta",
-                           pick_dtype(count_unique_parameters(model), device, dtype),
+        return LoadedModel(source, resolved, meta, tokenizer, False, "meta", chosen_dtype,
                            time.perf_counter() - started, resolved.is_gguf)
 
-    num_params = count_unique_parameters(build_on_meta(config))
-    chosen_dtype = pick_dtype(num_params, device, dtype)
-    free = available_bytes if available_bytes is not None else available_memory(device)
-    check_fits(num_params, chosen_dtype, free, source)
+    _require_safetensors(folder, source)
+    plan = None
+    if device_map is None:
+        free = available_bytes if available_bytes is not None else available_memory(device)
+        check_fits(num_params, chosen_dtype, free, source)
+    else:
+        plan = fit_check(meta, chosen_dtype, device_map, max_memory, available_bytes, folder, offload_folder, source)
+        if progress:
+            progress(0.7, f"{source}: {plan.describe()}")
+    if progress:
+        progress(0.8, f"Loading the weights of {source} ({num_params / 1e6:,.0f} M parameters)")
+    model = load_weights(folder, chosen_dtype, device, source, plan, offload_folder)
+    if plan is not None:
+        # Where the token ids must go: the embedding's execution device (cuda:0 for a model spread over GPUs).
+        device = str(execution_device(model.get_input_embeddings()))
+    if progress:
+        progress(1.0, f"{source} loaded")
+    return LoadedModel(source, resolved, model, tokenizer, True, device, chosen_dtype,
+                       time.perf_counter() - started, resolved.is_gguf, plan=plan)
+
+
+def _require_safetensors(folder: Path, source: str) -> None:
     if not list(folder.glob("*.safetensors")):
         other = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt*")]
         hint = " (it has only pickle weights, which are not loaded for safety)" if other else ""
         raise ModelLoadError(f"{source}: no .safetensors weights in {folder}{hint}.")
-
-    if progress:
-        progress(0.8, f"Loading the weights of {source} ({num_params / 1e6:,.0f} M parameters)")
-    model = _from_pretrained(folder, chosen_dtype, device, source)
-    if progress:
-        progress(1.0, f"{source} loaded")
-    return LoadedModel(source, resolved, model, tokenizer, True, device, chosen_dtype,
-                       time.perf_counter() - started, resolved.is_gguf)
 
 
 def _shipped_config(source: Source):
     from transformers import AutoConfig
 
     return AutoConfig.from_pretrained(source.shipped_config)
-
-
-def _from_pretrained(folder: Path, dtype: torch.dtype, device: str, name: str) -> torch.nn.Module:
-    from transformers import AutoModelForCausalLM
-
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            folder,
-            dtype=dtype,
-            attn_implementation="eager",  # sdpa returns no attention weights
-            use_safetensors=True,
-            trust_remote_code=False,
-        )
-    except Exception as error:  # corrupt or truncated files surface as many exception types
-        raise ModelLoadError(
-            f"{name}: the weights in {folder} could not be read (corrupt or incomplete safetensors file?). "
-            f"Details: {type(error).__name__}: {str(error)[:200]}"
-        ) from None
-    model = model.to(device).eval()
-    model.requires_grad_(False)
-    return model
 
 
 def preset_names() -> list[str]:

@@ -15,11 +15,12 @@ sentences; city names grouped by continent). Each (sentence, word) becomes one p
     graphical aid to the interpretation and validation of cluster analysis"):
     +1 = every point much closer to its own group than to the nearest other
     group, 0 = groups overlap, negative = points sit nearer another group;
-  - the leave-one-out accuracy of a nearest-centroid probe: each point in turn
-    is left out, the group centroids are computed from the others, and the point
-    is assigned to the nearest centroid. Vectors are scaled to length 1 first,
-    so "nearest" follows the direction (like the cosine), not a few huge
-    coordinates.
+  - the leave-one-out accuracy of a nearest-centroid probe (scikit-learn's
+    `NearestCentroid` scored by `cross_val_score` with `LeaveOneOut`): each point
+    in turn is left out, the group centroids are computed from the others, and
+    the point is assigned to the nearest centroid. Vectors are scaled to length 1
+    first, so "nearest" follows the direction (like the cosine), not a few huge
+    coordinates. NaN where all points coincide (nothing to tell apart).
 
 These are measures of the *given* points: with a dozen sentences they say whether
 these groups separate, not that a model "knows" a concept in general.
@@ -28,16 +29,19 @@ these groups separate, not that a model "knows" a concept in general.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import sklearn
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 from sklearn.model_selection import LeaveOneOut, cross_val_score
 from sklearn.neighbors import NearestCentroid
 from sklearn.preprocessing import normalize
+from threadpoolctl import threadpool_limits
 
 from core.context import find_word, special_mask
 from core.trace import Trace
@@ -45,6 +49,52 @@ from core.trace import Trace
 MAX_ITEMS = 24  # each item is one forward pass per model; the trace cache holds 64
 POOLINGS = ("mean", "last")  # a word cut into pieces: mean of its pieces, or its last piece
 MARKED = re.compile(r"\[([^\[\]]*)\]")  # the word to map, written between square brackets
+
+
+def _lines(group: str, sentences: Sequence[str]) -> list[str]:
+    return [f"{group}: {sentence}" for sentence in sentences]
+
+
+# Presets, one item per line. Every "apple" is written in lower case and never opens a sentence, so
+# it is the same token everywhere: at layer 0 all points coincide, and only the context can move them.
+APPLE = "\n".join(_lines("fruit", [
+    "I ate an [apple] for breakfast",
+    "She baked an [apple] pie for dessert",
+    "He picked a ripe [apple] from the tree",
+    "The juice is made from [apple] and pear",
+    "A green [apple] is more sour than a red one",
+    "She cut the [apple] into thin slices",
+]) + _lines("company", [
+    "The company that makes iPads and AirPods is called [apple]",
+    "I bought shares of [apple], the company behind the iPhone",
+    "The new phone from [apple] costs a thousand dollars",
+    "Investors expect [apple] to report record profits",
+    "He works as an engineer at [apple] in California",
+    "The CEO of [apple] announced a new laptop",
+]))
+CITY_TEMPLATE = "Last year I spent a week in [{}] with my family"
+CITIES = {  # one sentence each, the same sentence around every city: only the city differs
+    "Europe": ["Paris", "Berlin", "Madrid", "Rome", "Vienna"],
+    "Asia": ["Tokyo", "Beijing", "Delhi", "Seoul", "Bangkok"],
+    "Africa": ["Cairo", "Nairobi", "Lagos", "Accra", "Dakar"],
+    "Americas": ["Chicago", "Toronto", "Lima", "Havana", "Bogota"],
+}
+CITY = "\n".join(line for continent, cities in CITIES.items()
+                 for line in _lines(continent, [CITY_TEMPLATE.format(city) for city in cities]))
+BANK = "\n".join(_lines("river", [
+    "We had a picnic on the [bank] of the river",
+    "The boat drifted towards the muddy [bank]",
+    "Fishermen sat along the [bank] all morning",
+    "Reeds grow thick on the far [bank] of the stream",
+    "The flood washed away part of the [bank]",
+]) + _lines("money", [
+    "She deposited her salary at the [bank]",
+    "The [bank] raised its interest rates again",
+    "He asked the [bank] for a loan to buy a house",
+    "I need to withdraw cash from the [bank] today",
+    "The [bank] closed my account without warning",
+]))
+PRESETS = {"apple: 6 fruit, 6 company": APPLE, "20 cities by continent": CITY, "bank: 5 river, 5 money": BANK}
 
 
 @dataclass(frozen=True)
@@ -159,8 +209,7 @@ def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Points that are all the same (layer 0 for one token in every sentence) have no
     direction to project on: they all sit at (0, 0) with 0 % explained.
     """
-    centred = vectors - vectors.mean(axis=0)
-    if float(np.abs(centred).max()) <= 1e-12 * max(float(np.abs(vectors).max()), 1.0):
+    if np.allclose(vectors, vectors[:1]):
         return np.zeros((len(vectors), 2)), np.zeros(2)
     pca = PCA(n_components=2, svd_solver="full")
     coordinates = pca.fit_transform(vectors.astype(np.float64))  # (N, 2)
@@ -187,9 +236,17 @@ def map_points(vectors: np.ndarray, items: Sequence[MapItem]) -> pd.DataFrame:
 
 
 def probe_accuracy(vectors: np.ndarray, groups: Sequence[str]) -> float:
-    """Leave-one-out accuracy of a nearest-centroid probe on length-1 vectors (N, H)."""
-    scores = cross_val_score(NearestCentroid(), normalize(vectors.astype(np.float64)), np.asarray(groups),
-                             cv=LeaveOneOut())
+    """Leave-one-out accuracy of a nearest-centroid probe on length-1 vectors (N, H).
+
+    NaN when every point is the same (nothing to tell apart: NearestCentroid refuses such data).
+    """
+    unit = normalize(vectors.astype(np.float64))
+    if np.allclose(unit, unit[:1]):
+        return float("nan")
+    with warnings.catch_warnings():
+        # "within-class std has a zero": only matters for shrinkage, which the probe does not use
+        warnings.simplefilter("ignore", UserWarning)
+        scores = cross_val_score(NearestCentroid(), unit, np.asarray(groups), cv=LeaveOneOut())
     return float(scores.mean())
 
 
@@ -201,13 +258,24 @@ def cosine_silhouette(vectors: np.ndarray, groups: Sequence[str]) -> float:
 
 
 def separation(vectors: np.ndarray, groups: Sequence[str]) -> pd.DataFrame:
-    """How well the groups separate at each entry: layer, relative_depth, silhouette, probe_accuracy."""
+    """How well the groups separate at each entry: layer, relative_depth, silhouette, probe_accuracy.
+
+    The probe fits one tiny model per point and layer (~600 fits for 20 points and 30
+    layers). Two settings keep that fast: one OpenMP thread for scikit-learn's distance
+    kernels (on 20 points, waking a thread pool costs far more than the arithmetic: 4x
+    slower measured on 2 busy cores; OpenMP thread counts are per calling thread, so
+    other sessions are not affected), and no re-validation of parameters on every fit.
+    """
     entries = vectors.shape[1]
+    with threadpool_limits(limits=1, user_api="openmp"), \
+            sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+        silhouettes = [cosine_silhouette(vectors[:, layer], groups) for layer in range(entries)]
+        accuracies = [probe_accuracy(vectors[:, layer], groups) for layer in range(entries)]
     return pd.DataFrame({
         "layer": np.arange(entries),
         "relative_depth": np.arange(entries) / (entries - 1),
-        "silhouette": [cosine_silhouette(vectors[:, layer], groups) for layer in range(entries)],
-        "probe_accuracy": [probe_accuracy(vectors[:, layer], groups) for layer in range(entries)],
+        "silhouette": silhouettes,
+        "probe_accuracy": accuracies,
     })
 
 

@@ -8,6 +8,16 @@ this module asks it first. What transformers does not name is a short table:
 the attribute that holds the layer list and the final norm differs between
 model families (`layers` / `h`, `norm` / `ln_f` / `final_layer_norm` / `norm_f`).
 
+It also reads the shape of the attention and the MLP from
+`config.get_text_config()` (`Layout`): query heads, key/value heads (grouped-
+query attention, Ainslie et al. 2023; Falcon's multi-query attention, Shazeer
+2019), head dimension, MLP width, the position scheme (RoPE, Su et al. 2021,
+with θ and the rotary fraction; learned absolute positions; ALiBi, Press et al.
+2022), the norm type, which layers use a sliding window, and what the model
+does to its logits after the head (Gemma's soft-capping, Granite's scaling).
+Config names differ by family (`n_head`, `ffn_dim`, `multi_query`…); the few
+tables below say only what transformers' config does not.
+
 Pages and analyses call `model_parts(lm.model)` (or `lm.parts`) and never
 reach into `model.model` or branch on `model_type` themselves.
 
@@ -25,6 +35,8 @@ from dataclasses import dataclass
 
 import torch
 
+from core.loading import ModelLoadError
+
 # Wrappers between the base model and the text decoder: Gemma 3 / Llava-style multimodal models keep the
 # text stack in `language_model`; OPT keeps it in `decoder` (OPTModel -> OPTDecoder).
 DECODER_WRAPPERS = ("language_model", "decoder")
@@ -34,11 +46,44 @@ LAYER_LISTS = ("layers", "h", "blocks", "block")
 # The final norm applied after the last block. `norm_f`: Mamba; `final_layernorm`: Phi-1/2, Persimmon.
 FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f")
 # Attention module inside one block, and its output projection (for per-head views).
-ATTENTION_NAMES = ("self_attn", "attn", "attention", "self_attention", "mixer")
+ATTENTION_NAMES = ("self_attn", "attn", "attention", "self_attention")
+# Learned absolute position tables: GPT-2 `wpe`, OPT `embed_positions`, BERT-style `position_embeddings`.
+POSITION_TABLES = ("wpe", "embed_positions", "position_embeddings")
+# MLP width by config name, first present wins: Llama-style, GPT-2, OPT, Falcon. GPT-2's n_inner=None
+# (and a missing name) means the original Transformer's 4 × hidden.
+MLP_WIDTH_NAMES = ("intermediate_size", "n_inner", "ffn_dim", "ffn_hidden_size")
+# Families that always use ALiBi without a config flag (Falcon says so with `alibi=True`).
+ALIBI_FAMILIES = ("bloom", "mpt")
 
 
-class UnsupportedArchitecture(RuntimeError):
-    """A part the dashboard needs is missing from this architecture. The message is written for the user."""
+@dataclass(frozen=True)
+class Layout:
+    """The numbers that describe one decoder's attention and MLP, read from the config."""
+
+    hidden_size: int
+    num_heads: int  # query heads; 0 for a model without attention (state-space)
+    num_kv_heads: int  # key/value heads (== num_heads: multi-head; 1: multi-query; between: grouped-query)
+    head_dim: int
+    mlp_width: int | None
+    positions: str  # "rope", "learned", "alibi" or "none"
+    rope_theta: float | dict[str, float] | None  # one θ, or θ per layer type (Gemma 3: local/global)
+    rotary_fraction: float  # share of each head's dimensions that RoPE rotates (GPT-NeoX, StableLM: 0.25)
+    norm: str  # "RMSNorm", "LayerNorm" or the module's own class name
+    layer_kinds: tuple[str, ...]  # "sliding" or "global", one per layer
+    sliding_window: int | None
+    logit_softcap: float | None  # Gemma 2/3: logits = cap * tanh(logits / cap)
+    logit_scale: float | None  # Granite: logits = head(x) / logit_scale
+
+    @property
+    def has_attention(self) -> bool:
+        return self.num_heads > 0
+
+
+class UnsupportedArchitecture(ModelLoadError):
+    """A part the dashboard needs is missing from this architecture. The message is written for the user.
+
+    A ModelLoadError, so pages show it in the model's own column like any loading problem (ui.side_by_side).
+    """
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,18 +96,35 @@ class Parts:
     final_norm: torch.nn.Module | None  # applied to the last block's output before the head
     project_out: torch.nn.Module | None  # OPT-350m: hidden -> word_embed_proj_dim after the final norm
     lm_head: torch.nn.Module  # vectors -> vocabulary scores
+    layout: Layout
 
     @property
     def num_layers(self) -> int:
         return len(self.layers)
 
+    @property
+    def tied(self) -> bool:
+        """The LM head is the embedding table itself (one tensor), as the weights really are."""
+        return getattr(self.lm_head, "weight", None) is getattr(self.embed, "weight", 0)
+
+    def adjust_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the model does to the head's output before returning logits: Granite's division, Gemma's cap."""
+        if self.layout.logit_scale:
+            logits = logits / self.layout.logit_scale
+        if self.layout.logit_softcap:
+            logits = torch.tanh(logits / self.layout.logit_softcap) * self.layout.logit_softcap
+        return logits
+
     def attention(self, layer: int) -> torch.nn.Module | None:
         """The attention module of block `layer`, or None (e.g. a state-space block)."""
         return _first_attr(self.layers[layer], ATTENTION_NAMES)
 
-    def finish(self, hidden: torch.Tensor) -> torch.Tensor:
-        """What the model does between the last block and the head: final norm, then OPT's project_out."""
-        if self.final_norm is not None:
+    def finish(self, hidden: torch.Tensor, normed: bool = False) -> torch.Tensor:
+        """What the model does between the last block and the head: final norm, then OPT's project_out.
+
+        normed=True: the final norm is already applied (the trace's last entry), only project_out remains.
+        """
+        if self.final_norm is not None and not normed:
             hidden = self.final_norm(hidden)
         if self.project_out is not None:
             hidden = self.project_out(hidden)
@@ -100,5 +162,88 @@ def model_parts(model: torch.nn.Module) -> Parts:
     lm_head = model.get_output_embeddings()
     if lm_head is None:
         raise UnsupportedArchitecture(f"{name} has no LM head: it does not predict next tokens.")
-    return Parts(decoder=decoder, embed=embed, layers=layers, final_norm=_first_attr(decoder, FINAL_NORMS),
-                 project_out=getattr(decoder, "project_out", None), lm_head=lm_head)
+    final_norm = _first_attr(decoder, FINAL_NORMS)
+    return Parts(decoder=decoder, embed=embed, layers=layers, final_norm=final_norm,
+                 project_out=getattr(decoder, "project_out", None), lm_head=lm_head,
+                 layout=read_layout(model.config.get_text_config(), decoder, layers, final_norm))
+
+
+# ---------------------------------------------------------------- the config, read once
+
+
+def _num(config, name: str):
+    value = getattr(config, name, None)
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def kv_heads(config, num_heads: int) -> int:
+    """Key/value heads. Falcon-7B's `multi_query` means one shared head unless it uses the new (40B) layout,
+    whose count is `num_kv_heads`; everyone else says `num_key_value_heads` (absent: one per query head)."""
+    if getattr(config, "multi_query", False) and not getattr(config, "new_decoder_architecture", False):
+        return 1
+    for name in ("num_key_value_heads", "num_kv_heads"):
+        if _num(config, name):
+            return int(getattr(config, name))
+    return num_heads
+
+
+def rope_of(config) -> tuple[float | dict[str, float] | None, float]:
+    """(θ, rotary fraction) from transformers 5's `rope_parameters` (or the older rope_theta / rotary_pct)."""
+    params = getattr(config, "rope_parameters", None) or {}
+    if params and all(isinstance(v, dict) for v in params.values()):  # per layer type (Gemma 3)
+        theta = {kind: p.get("rope_theta") for kind, p in params.items()}
+        return theta, float(next(iter(params.values())).get("partial_rotary_factor", 1.0))
+    theta = params.get("rope_theta", _num(config, "rope_theta"))
+    fraction = params.get("partial_rotary_factor", _num(config, "partial_rotary_factor") or _num(config, "rotary_pct"))
+    return theta, float(fraction or 1.0)
+
+
+def position_scheme(config, decoder: torch.nn.Module) -> str:
+    """'alibi', 'rope', 'learned' or 'none'. ALiBi first: Falcon's config carries rope_parameters either way."""
+    if getattr(config, "alibi", False) or getattr(config, "model_type", "") in ALIBI_FAMILIES:
+        return "alibi"
+    if _first_attr(decoder, POSITION_TABLES) is not None:
+        return "learned"
+    if rope_of(config)[0] is not None:
+        return "rope"
+    return "none"
+
+
+def norm_kind(module: torch.nn.Module | None) -> str:
+    name = type(module).__name__ if module is not None else "—"
+    return "RMSNorm" if "RMSNorm" in name else "LayerNorm" if "LayerNorm" in name else name
+
+
+def layer_kinds(config, num_layers: int) -> tuple[str, ...]:
+    """'sliding' / 'global' per layer: `layer_types` when the config lists them (Gemma 2/3, Qwen2/3); else a
+    `sliding_window` on every layer (Mistral, Phi-3), unless the config turns it off (`use_sliding_window`)."""
+    types = getattr(config, "layer_types", None)
+    if types:
+        return tuple("sliding" if "sliding" in kind else "global" for kind in types)
+    window = _num(config, "sliding_window")
+    sliding = window is not None and getattr(config, "use_sliding_window", True)
+    return ("sliding" if sliding else "global",) * num_layers
+
+
+def read_layout(config, decoder: torch.nn.Module, layers: torch.nn.ModuleList,
+                final_norm: torch.nn.Module | None) -> Layout:
+    hidden = int(config.hidden_size)
+    has_attention = any(_first_attr(layer, ATTENTION_NAMES) is not None for layer in layers[:1])
+    heads = int(_num(config, "num_attention_heads") or 0) if has_attention else 0
+    head_dim = _num(config, "head_dim") or (hidden // heads if heads else 0)
+    width = None  # a state-space model's intermediate_size is its mixer's width, not an MLP's
+    if has_attention:
+        width = next((int(getattr(config, n)) for n in MLP_WIDTH_NAMES if _num(config, n)), 4 * hidden)
+    theta, fraction = rope_of(config)
+    positions = position_scheme(config, decoder) if has_attention else "none"
+    # OPT-350m has no final norm (post-norm blocks): the norm type is then the blocks' own.
+    norm = final_norm or next((m for m in layers[0].modules() if "norm" in type(m).__name__.lower()), None)
+    kinds = layer_kinds(config, len(layers))
+    return Layout(
+        hidden_size=hidden, num_heads=heads, num_kv_heads=kv_heads(config, heads) if heads else 0,
+        head_dim=int(head_dim), mlp_width=width, positions=positions,
+        rope_theta=theta if positions == "rope" else None, rotary_fraction=fraction if positions == "rope" else 0.0,
+        norm=norm_kind(norm), layer_kinds=kinds,
+        sliding_window=_num(config, "sliding_window") if "sliding" in kinds else None,
+        logit_softcap=_num(config, "final_logit_softcapping"), logit_scale=_num(config, "logits_scaling"),
+    )

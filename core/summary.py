@@ -39,13 +39,19 @@ def source_description(lm: LoadedModel) -> str:
     return text
 
 
+def context_length(text_config) -> str:
+    """The longest context the config declares (a state-space model declares none)."""
+    n = getattr(text_config, "max_position_embeddings", None)
+    return f"{n:,} tokens" if isinstance(n, int) else "— (not set in the config)"
+
+
 def _millions(n: int) -> str:
     return f"{n:,} ({n / 1e9:.2f} B)" if n >= 1e9 else f"{n:,} ({n / 1e6:.0f} M)"
 
 
 def model_card(lm: LoadedModel) -> dict[str, str]:
     """Ordered label -> value, all strings, ready for a side-by-side table."""
-    tc = lm.text_config
+    tc, layout = lm.text_config, lm.parts.layout
     split = parameter_split(lm)
     total = count_parameters(lm)
     params = _millions(total)
@@ -62,12 +68,12 @@ def model_card(lm: LoadedModel) -> dict[str, str]:
         "Parameters": params,
         "Layers": str(lm.num_layers),
         "Hidden size": f"{lm.hidden_size:,}",
-        "Attention heads / KV heads": f"{lm.num_heads} / {lm.num_kv_heads}",
-        "Head dimension": str(lm.head_dim),
-        "FFN size": f"{tc.intermediate_size:,}",
+        "Attention heads / KV heads": f"{lm.num_heads} / {lm.num_kv_heads}" if lm.num_heads else "none (no attention)",
+        "Head dimension": str(lm.head_dim) if lm.num_heads else "—",
+        "FFN size": f"{layout.mlp_width:,}" if layout.mlp_width else "—",
         "Vocabulary": vocab,
-        "Tied embeddings": "yes (the LM head reuses the embedding table)" if tc.tie_word_embeddings else "no",
-        "Context length": f"{tc.max_position_embeddings:,} tokens",
+        "Tied embeddings": "yes (the LM head reuses the embedding table)" if lm.parts.tied else "no",
+        "Context length": context_length(tc),
         "Dtype": str(lm.dtype).removeprefix("torch."),
         "Device": lm.device,
         "Memory (weights)": memory,

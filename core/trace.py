@@ -8,8 +8,13 @@ a trace can be shared between pages and browser sessions.
 Conventions (Hugging Face's):
 - hidden_states[0] is the embedding output (Gemma multiplies it by sqrt(hidden));
   hidden_states[i] is the output of layer i; the last entry already has the
-  model's final norm applied, so lm_head(hidden_states[-1]) == logits.
+  model's final norm applied, so lm_head(hidden_states[-1]) == logits. OPT-350m
+  projects its last hidden state to the narrower word-vector width
+  (`project_out`); the trace keeps it in the stack's own width (the input of
+  `project_out`) so every entry has the same shape.
 - attentions[l, h, i, j] is how much token i attends to token j in layer l, head h.
+  A model without attention weights (a state-space model such as Mamba) has
+  attentions None; hidden states, logits and the lens still work.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from core.hooks import recorded_input
 from core.loading import LoadedModel, ModelLoadError
 from core.tokens import display_token, encode, require_tokenizer
 
@@ -33,22 +39,51 @@ class Trace:
     tokens: tuple[str, ...]  # readable text of each token
     offsets: np.ndarray  # (T, 2) character span of each token in the prompt; (0, 0) for BOS
     hidden_states: np.ndarray  # (layers + 1, T, hidden) float32
-    attentions: np.ndarray  # (layers, heads, T, T) float16
+    attentions: np.ndarray | None  # (layers, heads, T, T) float16; None: the architecture has no attention weights
     last_logits: np.ndarray  # (vocab,) float32: the model's own next-token logits at the last position
     truncated: bool  # the prompt had more than MAX_TRACE_TOKENS tokens
+    total_tokens: int | None = None  # tokens of the whole prompt (more than len(tokens) when truncated)
 
     @property
     def num_layers(self) -> int:
-        return self.attentions.shape[0]
+        return self.hidden_states.shape[0] - 1
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.token_ids, self.offsets, self.hidden_states, self.attentions, self.last_logits))
+        arrays = (self.token_ids, self.offsets, self.hidden_states, self.attentions, self.last_logits)
+        return sum(a.nbytes for a in arrays if a is not None)
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
     array.setflags(write=False)
     return array
+
+
+def out_of_memory_message(lm: LoadedModel, tokens: int) -> str:
+    """What to do when the accelerator ran out of memory halfway through a forward pass.
+
+    The partial activations are freed (the exception dropped them); the cache allocator's
+    blocks are returned too, so the other model and later prompts are not starved.
+    """
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    memory = "memory" if lm.device == "cpu" else "GPU memory"
+    return (f"{lm.name} ran out of {memory} on this {tokens}-token prompt (hidden states and every "
+            "head's attention are kept for each layer). Use a shorter prompt, unload the other model "
+            "on Home, or choose 'auto' / 'offload to disk' in the sidebar.")
+
+
+def _forward(lm: LoadedModel, input_ids: torch.Tensor):
+    """The model's output, and (OPT-350m only) the last hidden state before `project_out`, else None."""
+    kwargs = dict(input_ids=input_ids, output_hidden_states=True, output_attentions=lm.num_heads > 0,
+                  use_cache=False)
+    project_out = lm.parts.project_out
+    if project_out is None:
+        with lm.lock, torch.inference_mode():
+            return lm.model(**kwargs), None
+    with recorded_input(lm, project_out) as seen, torch.inference_mode():  # holds lm.lock
+        out = lm.model(**kwargs)
+    return out, seen[-1]
 
 
 def run_trace(lm: LoadedModel, prompt: str, max_tokens: int = MAX_TRACE_TOKENS) -> Trace:
@@ -59,17 +94,25 @@ def run_trace(lm: LoadedModel, prompt: str, max_tokens: int = MAX_TRACE_TOKENS) 
     if not prompt or not prompt.strip():
         raise ValueError("The prompt is empty: type some text.")
     ids, offsets = encode(lm, prompt)
-    truncated = len(ids) > max_tokens
+    total_tokens = len(ids)
+    truncated = total_tokens > max_tokens
     ids, offsets = ids[:max_tokens], offsets[:max_tokens]
 
+    # lm.device is where the embedding layer computes (the first GPU of a model spread by accelerate).
     input_ids = torch.tensor([ids], device=lm.device)
-    with lm.lock, torch.inference_mode():
-        out = lm.model(input_ids=input_ids, output_hidden_states=True, output_attentions=True, use_cache=False)
-    if out.attentions is None or out.attentions[0] is None:
+    try:
+        out, last_hidden = _forward(lm, input_ids)
+    except torch.OutOfMemoryError:
+        raise ModelLoadError(out_of_memory_message(lm, len(ids))) from None
+    weights = getattr(out, "attentions", None)
+    if lm.num_heads and (weights is None or weights[0] is None):
         raise RuntimeError("The model returned no attention weights (it must be loaded with eager attention).")
 
-    hidden = torch.stack(out.hidden_states)[:, 0].float().cpu().numpy()  # (L+1, T, H)
-    attentions = torch.stack(out.attentions)[:, 0].to(torch.float16).cpu().numpy()  # (L, heads, T, T)
+    entries = out.hidden_states if last_hidden is None else (*out.hidden_states[:-1], last_hidden)
+    hidden = torch.stack(entries)[:, 0].float().cpu().numpy()  # (L+1, T, H)
+    attentions = None  # (L, heads, T, T)
+    if lm.num_heads:
+        attentions = _frozen(torch.stack(weights)[:, 0].to(torch.float16).cpu().numpy())
     last_logits = out.logits[0, -1].float().cpu().numpy()  # (V,)
     return Trace(
         model_name=lm.name,
@@ -78,7 +121,8 @@ def run_trace(lm: LoadedModel, prompt: str, max_tokens: int = MAX_TRACE_TOKENS) 
         tokens=tuple(display_token(lm, i) for i in ids),
         offsets=_frozen(np.asarray(offsets, dtype=np.int64).reshape(-1, 2)),
         hidden_states=_frozen(hidden),
-        attentions=_frozen(attentions),
+        attentions=attentions,
         last_logits=_frozen(last_logits),
         truncated=truncated,
+        total_tokens=total_tokens,
     )

@@ -12,6 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import streamlit as st  # noqa: E402
 
+import export  # noqa: E402
+import report  # noqa: E402
+import theme  # noqa: E402
 import ui  # noqa: E402
 
 st.set_page_config(page_title="Two language models, side by side", page_icon=":material/compare:", layout="wide")
@@ -26,6 +29,7 @@ PAGES = {  # section -> (file, title, icon)
     "Running text": [
         ("views/hidden_states.py", "Hidden states", ":material/layers:"),
         ("views/similarity.py", "Contextual similarity", ":material/show_chart:"),
+        ("views/hidden_state_maps.py", "Hidden-state maps", ":material/bubble_chart:"),
         ("views/logit_lens.py", "Logit lens", ":material/visibility:"),
         ("views/attention.py", "Attention", ":material/grid_on:"),
     ],
@@ -41,5 +45,9 @@ navigation = {
 
 page = st.navigation(navigation)
 keys = ui.model_pickers()
+theme.presentation_switch()
 st.session_state["_slots"] = ui.load_slots(keys)
+report.sidebar([(file, title) for pages in PAGES.values() for file, title, _ in pages if (HERE / file).exists()],
+               page.title)
+export.begin_page(page.title, page.url_path)
 page.run()

@@ -99,7 +99,7 @@ def _model_line(slot) -> str:
     if slot.lm is None:
         return f"Model {slot.label}: {slot.key.source or '(none)'} (not loaded: {slot.error})"
     lm = slot.lm
-    where = f"{lm.source.kind} {lm.source.location}"
+    where = f"{lm.source.kind} {lm.source.location}" + (", GGUF dequantized" if lm.dequantized_from_gguf else "")
     weights = "" if lm.has_weights else ", config only"
     dtype = str(lm.dtype).removeprefix("torch.")
     return f"Model {slot.label}: {slot.key.source} ({where}; {dtype}; {lm.device}{weights})"
@@ -161,9 +161,16 @@ def export_spec(spec: dict) -> dict:
     return spec
 
 
+def altair_dict(chart) -> dict:
+    """chart.to_dict() without Altair's 5,000-row limit: the page draws these charts already
+    (Streamlit sends their data its own way), so a weight corner of 100 × 100 cells must export too."""
+    with alt.data_transformers.disable_max_rows():
+        return chart.to_dict()
+
+
 def chart_spec(chart) -> dict:
-    """Vega-Lite dict of an Altair chart (with the active Altair theme) or of a spec dict."""
-    return export_spec(chart if isinstance(chart, dict) else chart.to_dict())
+    """Vega-Lite dict of an Altair chart or of a spec dict, ready for vl-convert."""
+    return export_spec(chart if isinstance(chart, dict) else altair_dict(chart))
 
 
 def _svg_size(svg: str) -> tuple[float, float]:
@@ -306,7 +313,7 @@ def show_chart(chart: alt.Chart | alt.TopLevelMixin, name: str, *, table: pd.Dat
     import theme
 
     if theme.presentation_on():  # the theme is merged per chart (see theme.py), so the spec is drawn
-        return show_vega_lite(chart.to_dict(), name, table=table, settings=settings, key=key,
+        return show_vega_lite(altair_dict(chart), name, table=table, settings=settings, key=key,
                               **altair_chart_kwargs)
     prov = provenance(settings)
     _record(Item("chart", name, prov, chart=chart, table=table))

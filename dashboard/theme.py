@@ -76,11 +76,46 @@ def presentation_on() -> bool:
     return st.query_params.get(URL_KEY) == "1"
 
 
-def themed_spec(spec: dict) -> dict:
-    """`spec` with the presentation config merged over its own when presentation mode is on."""
-    if not presentation_on():
-        return spec
+CATEGORICAL_SCHEMES = {"tableau10", "tableau20", "category10", "category20", "set1", "set2", "set3", "paired",
+                       "accent", "dark2", "pastel1", "pastel2"}
+LOW_CONTRAST_SEQUENTIAL = {"blues", "greens", "greys", "oranges", "purples", "reds", "bluegreen", "bluepurple"}
+
+
+def _recolour(node):
+    """Colour scales a chart names explicitly (a config range does not reach them), made safe:
+    hex ranges and categorical schemes -> Okabe–Ito; pale one-hue ramps -> cividis. Diverging
+    schemes (red–blue) and viridis are already colour-blind safe and stay."""
+    if isinstance(node, list):
+        return [_recolour(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _recolour(value) for key, value in node.items()}
+    scale = node.get("scale")
+    if isinstance(scale, dict):
+        scale = dict(scale)
+        colours = scale.get("range")
+        if isinstance(colours, list) and colours and all(isinstance(c, str) and c.startswith("#") for c in colours):
+            scale["range"] = [OKABE_ITO[i % len(OKABE_ITO)] for i in range(len(colours))]
+        scheme = scale.get("scheme")
+        scheme = scheme.get("name") if isinstance(scheme, dict) else scheme
+        if scheme in CATEGORICAL_SCHEMES:
+            scale.pop("scheme")
+            scale["range"] = OKABE_ITO
+        elif scheme in LOW_CONTRAST_SEQUENTIAL:
+            scale["scheme"] = SEQUENTIAL
+        node["scale"] = scale
+    return node
+
+
+def presentation_spec(spec: dict) -> dict:
+    """`spec` in presentation style: the theme's config merged over its own, explicit colours made safe."""
+    spec = _recolour(spec)
     return {**spec, "config": _merge(spec.get("config", {}), presentation_config())}
+
+
+def themed_spec(spec: dict) -> dict:
+    """`spec` as this session shows it: presentation style when the switch is on, else unchanged."""
+    return presentation_spec(spec) if presentation_on() else spec
 
 
 def sequential_scheme(default: str) -> str:
@@ -114,7 +149,7 @@ def presentation_switch() -> bool:
                                 "(Okabe–Ito, cividis). Kept in the URL.")
     if on:
         st.query_params[URL_KEY] = "1"
-        st.markdown(CSS, unsafe_allow_html=True)
+        st.sidebar.markdown(CSS, unsafe_allow_html=True)
     else:
         st.query_params.pop(URL_KEY, None)
     return on

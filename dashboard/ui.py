@@ -1,11 +1,12 @@
 """What every page shares: the two model pickers, cached models and traces, URL-bound inputs.
 
 Caching rules (Streamlit's conventions):
-- `cached_model` keeps each loaded model once per plain key (source, weights, dtype)
-  in a store held by st.cache_resource; A and B picking the same model share one copy.
-- `cached_trace` (st.cache_resource) holds one frozen `Trace` per (model, prompt).
-  It is a resource, not data, because traces are read-only NumPy arrays of tens
-  of MB: st.cache_data would unpickle a copy on every rerun.
+- `cached_model` keeps each loaded model once per plain key (source, weights, dtype,
+  placement) in a store held by st.cache_resource; A and B picking the same model share
+  one copy. Loads run in the store's worker thread (core.caches).
+- `cached_trace` holds one frozen `Trace` per (model, prompt) in a cache bounded by
+  bytes (st.cache_resource). It is a resource, not data, because traces are read-only
+  NumPy arrays of tens of MB: st.cache_data would unpickle a copy on every rerun.
 - Small results (DataFrames) use st.cache_data in the page modules.
 Every input that changes a view is mirrored in the URL query string, so a
 copied link reproduces the view.
@@ -13,13 +14,15 @@ copied link reproduces the view.
 
 from __future__ import annotations
 
-import threading
+import os
 from dataclasses import dataclass
 
 import pandas as pd
 import streamlit as st
 
 from core import PRESETS, LoadedModel, ModelLoadError, Trace, load_model, run_trace
+from core.caches import ModelStore, TraceCache
+from core.placement import PLACEMENTS, size_text
 from core.sources import DEFAULT_PAIR
 
 OTHER = "Other: hub id, folder or .gguf…"
@@ -33,6 +36,7 @@ class ModelKey:
     source: str
     weights: bool = True
     dtype: str = "auto"
+    placement: str = "auto"  # core.placement.PLACEMENTS: where the weights go
 
 
 @dataclass
@@ -60,43 +64,75 @@ def _secret_token() -> str | None:
 
 
 MAX_MODELS = 6
+TRACE_BUDGET_ENV = "LMSBS_TRACE_CACHE_BYTES"  # settable budget of the trace cache (bytes); else a share of free RAM
+
+
+def _load(key: ModelKey, progress, token: str | None = None) -> LoadedModel:
+    dtype = None if key.dtype == "auto" else key.dtype
+    return load_model(key.source, weights=key.weights, dtype=dtype, token=token, progress=progress,
+                      device_map=key.placement)
 
 
 @st.cache_resource
-def model_store() -> dict:
-    """The models of this server, shared by every session: {ModelKey: LoadedModel} plus one lock.
+def model_store() -> ModelStore:
+    """The models of this server, shared by every session (core.caches.ModelStore).
 
-    A plain dict behind st.cache_resource rather than a cached load function: loading
-    draws a progress bar, and Streamlit replays elements drawn inside a cached function
-    into later sessions, which we do not want. The lock makes a model load exactly once
-    even when several sessions ask for it at the same moment.
+    Held by st.cache_resource rather than a cached load function: loading draws a
+    progress bar, and Streamlit replays elements drawn inside a cached function into
+    later sessions. The store loads in its own worker thread, so a rerun that
+    interrupts this script mid-load does not throw the load away (each model loads
+    exactly once per server), and nothing half-loaded is ever stored.
     """
-    return {"models": {}, "lock": threading.Lock()}
+    return ModelStore(_load, max_models=MAX_MODELS)
 
 
 def cached_model(key: ModelKey, progress=None) -> LoadedModel:
-    store = model_store()
-    with store["lock"]:
-        models = store["models"]
-        if key not in models:
-            dtype = None if key.dtype == "auto" else key.dtype
-            lm = load_model(key.source, weights=key.weights, dtype=dtype, token=_secret_token(), progress=progress)
-            while len(models) >= MAX_MODELS:  # forget the oldest; sessions still using it keep their reference
-                models.pop(next(iter(models)))
-            models[key] = lm
-        return models[key]
+    token = _secret_token()
+    return model_store().get(key, progress, load=lambda k, report: _load(k, report, token))
+
+
+@st.cache_resource
+def trace_store() -> TraceCache:
+    """Frozen traces of this server, bounded by bytes, least recently used evicted (core.caches.TraceCache).
+
+    A resource, not data: traces are read-only NumPy arrays of up to hundreds of MB, and
+    st.cache_data would unpickle a copy on every rerun.
+    """
+    budget = os.environ.get(TRACE_BUDGET_ENV)
+    return TraceCache(int(float(budget)) if budget else None)
 
 
 def unload_models() -> None:
-    store = model_store()
-    with store["lock"]:
-        store["models"].clear()
-    cached_trace.clear()
+    model_store().clear()
+    trace_store().clear()
 
 
-@st.cache_resource(show_spinner=False, max_entries=64)
 def cached_trace(key: ModelKey, prompt: str) -> Trace:
-    return run_trace(cached_model(key), prompt)
+    return trace_store().get((key, prompt), lambda: run_trace(cached_model(key), prompt))
+
+
+def cache_contents() -> tuple[pd.DataFrame, str]:
+    """What the caches hold: one row per loaded model (bytes, placement, loads), and the traces in words."""
+    store, traces = model_store(), trace_store()
+    rows = [{"model": key.source, "weights": "yes" if key.weights else "config only", "dtype": str(lm.dtype).removeprefix("torch."),
+             "device": lm.device, "size": size_text(lm.weight_bytes) if lm.has_weights else "0 (meta device)",
+             "placement": lm.plan.describe() if lm.plan is not None else f"all on {lm.device}",
+             "times loaded": store.loads_started[key]}
+            for key, lm in store.models().items()]
+    rows += [{"model": key.source, "weights": "loading…", "placement": message, "times loaded": store.loads_started[key]}
+             for key, (_, message) in store.loading().items()]
+    words = (f"Traces: {len(traces)} cached, {size_text(traces.nbytes)} of a {size_text(traces.budget_bytes)} "
+             f"budget ({traces.evicted} evicted so far, least recently used first).")
+    return pd.DataFrame(rows), words
+
+
+def trace_budget_gib() -> float:
+    return round(trace_store().budget_bytes / 2**30, 2)
+
+
+def set_trace_budget_gib(gib: float) -> None:
+    if abs(gib - trace_budget_gib()) > 1e-9:
+        trace_store().set_budget(int(gib * 2**30))
 
 
 def trace_for(slot: Slot, prompt: str) -> Trace:
@@ -138,6 +174,19 @@ def number_input(label: str, key: str, default: int, min_value: int, max_value: 
     value = st.number_input(label, key=key, min_value=min_value, max_value=max_value, step=1, **kwargs)
     remember_in_url(key, value)
     return int(value)
+
+
+def slider(label: str, key: str, default: float, min_value: float, max_value: float, step: float,
+           **kwargs) -> float:
+    """A float slider bound to the URL (a value out of range or not a number falls back to the default)."""
+    if key not in st.session_state:
+        try:
+            st.session_state[key] = min(max(float(st.query_params.get(key, default)), min_value), max_value)
+        except ValueError:
+            st.session_state[key] = default
+    value = st.slider(label, key=key, min_value=min_value, max_value=max_value, step=step, **kwargs)
+    remember_in_url(key, value)
+    return float(value)
 
 
 def selectbox(label: str, options: list, key: str, default=None, **kwargs):
@@ -204,7 +253,25 @@ def model_pickers() -> tuple[ModelKey, ModelKey]:
             dtypes = [selectbox(f"Model {label} dtype", DTYPES, key=f"dtype_{label.lower()}",
                                 help="auto: float32 for small models, bfloat16 above 1 B parameters")
                       for label, _, _ in keys]
-    return tuple(ModelKey(source, weights, dtype) for (_, source, weights), dtype in zip(keys, dtypes))
+        with st.expander("Where to put each model"):
+            places = [selectbox(f"Model {label} weights", list(PLACEMENTS), key=f"place_{label.lower()}",
+                                format_func=PLACE_NAMES.get, help=PLACE_HELP)
+                      for label, _, _ in keys]
+    return tuple(ModelKey(source, weights, dtype, place)
+                 for (_, source, weights), dtype, place in zip(keys, dtypes, places))
+
+
+PLACE_NAMES = {"auto": "auto: GPUs, then CPU RAM, then disk", "gpu": "GPU only", "cpu": "CPU only",
+               "disk": "offload the layers to disk"}
+PLACE_HELP = ("auto spreads a model that does not fit one GPU over several GPUs, then CPU RAM, then disk "
+              "(slow but it runs). GPU only / CPU only refuse what does not fit. Offload to disk keeps "
+              "only the embeddings and head in memory and reads each layer from disk on every prompt.")
+
+
+def placement_caption(slot: Slot) -> str | None:
+    """Where the slot's weights went, in plain words (None before a model with weights is loaded)."""
+    plan = getattr(slot.lm, "plan", None)
+    return f"Model {slot.label}: {plan.describe()}" if plan is not None else None
 
 
 def load_slots(keys: tuple[ModelKey, ModelKey]) -> list[Slot]:
@@ -224,6 +291,9 @@ def load_slots(keys: tuple[ModelKey, ModelKey]) -> list[Slot]:
         except ModelLoadError as error:
             slots.append(Slot(label, key, None, str(error)))
         bar.empty()
+    with st.sidebar:  # the placement plan, under the pickers
+        for caption in filter(None, map(placement_caption, slots)):
+            st.caption(caption)
     return slots
 
 
@@ -264,3 +334,27 @@ def download_csv(table: pd.DataFrame, filename: str, label: str = "Download CSV"
     import export
 
     export.download_csv(table, filename, label, key=key)
+
+
+def truncation_text(slot: Slot, trace: Trace) -> str | None:
+    """What a cut prompt means for this model (None when the whole prompt was run).
+
+    Says how many tokens the prompt has, how many were run, which token "last position" then is,
+    and the last character the model saw (core.trace.MAX_TRACE_TOKENS).
+    """
+    if not trace.truncated:
+        return None
+    run = len(trace.tokens)
+    seen = int(trace.offsets[:, 1].max())
+    total = f"{trace.total_tokens:,}" if trace.total_tokens else f"more than {run:,}"
+    tail = trace.prompt[max(0, seen - 24):seen].replace("\n", " ")
+    return (f"Model {slot.label} ({slot.key.source}): the prompt has {total} tokens; only the first {run:,} were "
+            f"run, so 'last position' is token {run:,} (position {run - 1:,}, {trace.tokens[-1]!r}), "
+            f"after the text '…{tail}'. The text after character {seen:,} (of {len(trace.prompt):,}) was not seen.")
+
+
+def truncation_note(slot: Slot, trace: Trace) -> None:
+    """Draw truncation_text as a warning when the prompt was cut at the token limit."""
+    text = truncation_text(slot, trace)
+    if text:
+        st.warning(text, icon=":material/content_cut:")

@@ -3,6 +3,7 @@
 Screenshots are kept in artifacts/ for a person to look at.
 """
 
+import io
 from pathlib import Path
 
 import pytest
@@ -112,7 +113,8 @@ def test_downloads_hold_what_the_page_shows(app_url):
         }""")
         with page.expect_download() as summaries:
             page.get_by_role("button", name="CSV of the summaries").first.click()
-        rows = list(csv.DictReader(io.StringIO(Path(summaries.value.path()).read_text())))
+        text = Path(summaries.value.path()).read_text()  # provenance first, as "# " lines
+        rows = list(csv.DictReader(io.StringIO("".join(x for x in text.splitlines(True) if not x.startswith("#")))))
         assert len(rows) == 30 * 9  # SmolLM2: 30 layers × 9 heads
         assert {"layer", "head", "kv_head", "layer_kind"} <= set(rows[0])
         assert sorted({int(r["head"]) for r in rows}) == list(range(9))
@@ -128,3 +130,117 @@ def test_downloads_hold_what_the_page_shows(app_url):
         page.wait_for_timeout(1000)
         assert "running" not in page.evaluate("window.scriptStates")
         assert not page_problems(page), page_problems(page)
+
+
+# ---------------------------------------------------------------- exports (dashboard/export.py, report.py)
+
+
+def metric_values(page) -> dict[str, str]:
+    return dict(zip(page.locator('[data-testid="stMetricLabel"]').all_inner_texts(),
+                    page.locator('[data-testid="stMetricValue"]').all_inner_texts()))
+
+
+def download(page, key: str) -> Path:
+    """Click the download button whose Streamlit key starts with `key`; the saved file's path."""
+    with page.expect_download() as event:
+        page.locator(f'[class*="st-key-{key}"] button').first.click()
+    return Path(event.value.path())
+
+
+def test_exports_hold_the_numbers_the_page_shows(app_url):
+    """Vocabulary overlap: the three numbers shown as metrics = the CSV = the bars of the SVG figure;
+    the PNG is the SVG at twice the size; every file names the page, the models and the view's URL."""
+    import re
+    import xml.etree.ElementTree as ET
+
+    import pandas as pd
+    from PIL import Image
+
+    with browser_page() as page:
+        page.goto(f"{app_url}/vocabulary")
+        wait_until_idle(page, timeout=300)
+        shown = {k.strip(): int(v.replace(",", "")) for k, v in metric_values(page).items()
+                 if k.strip() in ("Only in A", "Shared", "Only in B")}
+        assert len(shown) == 3, metric_values(page)
+
+        text = download(page, "csv-vocabulary_overlap_counts").read_text()
+        table = pd.read_csv(io.StringIO(text), comment="#")
+        assert dict(zip(table["where"], table["tokens"])) == {
+            "only in A": shown["Only in A"], "shared": shown["Shared"], "only in B": shown["Only in B"]}
+        comments = [line for line in text.splitlines() if line.startswith("# ")]
+        assert "# Page: Vocabulary" in comments and any(c.startswith("# Model A: smollm2-135m") for c in comments)
+        assert any(c.startswith(f"# URL: {app_url}/vocabulary?") and "a=smollm2-135m" in c for c in comments)
+
+        svg = download(page, "svg-vocabulary_overlap_chart").read_text()
+        root = ET.fromstring(svg)
+        bars = {}  # Vega labels each mark with its data: "...; Where: shared; Entries: 12,345"
+        for label in re.findall(r'aria-label="([^"]*Entries: [^"]*)"', svg):
+            bars[re.search(r"Where: ([^;]+)", label).group(1)] = int(re.search(r"Entries: ([\d,]+)", label).group(1)
+                                                                     .replace(",", ""))
+        assert bars == dict(zip(table["where"], table["tokens"]))
+        drawn = " ".join(t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text"))
+        assert "Page: Vocabulary" in drawn and "Model B: gemma-3-270m" in drawn
+
+        png = Image.open(download(page, "png-vocabulary_overlap_chart"))
+        assert png.size == (round(2 * float(root.get("width"))), round(2 * float(root.get("height"))))
+        assert "Page: Vocabulary" in png.text["Description"]
+        (ARTIFACTS / "export-vocabulary-overlap.svg").write_text(svg)
+        png.save(ARTIFACTS / "export-vocabulary-overlap.png")
+        assert not page_problems(page), page_problems(page)
+
+    with browser_page() as viewer:  # the SVG opens on its own in a browser, and draws its bars
+        viewer.goto((ARTIFACTS / "export-vocabulary-overlap.svg").as_uri())
+        assert viewer.locator("svg path, svg rect").count() > 3
+        viewer.screenshot(path=str(ARTIFACTS / "export-vocabulary-overlap-svg-in-chromium.png"))
+
+
+def test_report_opens_offline_with_every_figure(app_url):
+    """Export report from the similarity page with a page never opened (Vocabulary) ticked too; the
+    file, opened with every network request blocked, draws every figure."""
+    with browser_page() as page:
+        page.goto(f"{app_url}/similarity")
+        wait_until_idle(page, timeout=300)
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        sidebar.get_by_text("Export report").click()
+        picker = sidebar.locator('[class*="st-key-report_pages"] input')
+        picker.click()
+        picker.fill("Vocabulary")
+        picker.press("Enter")
+        page.keyboard.press("Escape")
+        sidebar.get_by_role("button", name="Build report").click()
+        page.wait_for_timeout(1000)
+        wait_until_idle(page, timeout=600)
+        screenshot(page, ARTIFACTS / "report-built.png")
+        report_path = download(page, "report_download")
+        assert not page_problems(page), page_problems(page)
+
+    with browser_page() as viewer:
+        requested = []
+
+        def block(route):
+            if not route.request.url.startswith("file:"):
+                requested.append(route.request.url)
+                route.abort()
+            else:
+                route.continue_()
+
+        viewer.route("**/*", block)
+        target = ARTIFACTS / "report.html"
+        target.write_bytes(report_path.read_bytes())
+        viewer.goto(target.as_uri())
+        titles = viewer.locator("section > h2").all_inner_texts()
+        assert titles == ["Vocabulary", "Contextual similarity"]
+        figures = viewer.evaluate("""() => [...document.querySelectorAll('figure.figure')].map(f => {
+            const svg = f.querySelector(':scope > svg');
+            if (!svg) return null;
+            const box = svg.getBoundingClientRect();
+            const marks = [...svg.querySelectorAll('path, rect, line')].filter(m => {
+                const b = m.getBoundingClientRect(); return b.width > 0 || b.height > 0; }).length;
+            return [box.width, box.height, marks];
+        })""")
+        assert len(figures) >= 3  # vocabulary: 2 charts, similarity: 1
+        assert all(f and f[0] > 50 and f[1] > 50 and f[2] > 5 for f in figures), figures
+        assert requested == [], requested  # nothing in the file even tries the network
+        assert not viewer.console_errors, viewer.console_errors
+        screenshot_path = ARTIFACTS / "report-offline.png"
+        viewer.screenshot(path=str(screenshot_path), full_page=True)

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
     Gemma3Config,
     Gemma3ForCausalLM,
     Gemma3ForConditionalGeneration,
@@ -47,8 +49,63 @@ def _text_kwargs(vocab_size: int) -> dict:
                 bos_token_id=0, eos_token_id=1, pad_token_id=2, tie_word_embeddings=True)
 
 
+def _special_ids() -> dict:
+    return dict(bos_token_id=0, eos_token_id=1, pad_token_id=2)
+
+
+def _other_kwargs(vocab_size: int) -> dict[str, tuple[str, dict]]:
+    """kind -> (model_type, config kwargs) of every other architecture the dashboard is tested on.
+
+    Each mirrors what makes its family different (parameter names, position scheme, norms,
+    head layout), at hidden size 32 so the whole set builds in well under a second each.
+    """
+    text = _text_kwargs(vocab_size)
+    no_head_dim = {k: v for k, v in text.items() if k != "head_dim"}  # these derive it: hidden // heads
+    return {
+        "mistral": ("mistral", {**text, "sliding_window": 4}),  # every layer sliding (window 4)
+        "qwen2": ("qwen2", {**no_head_dim, "tie_word_embeddings": False}),
+        "qwen3": ("qwen3", text),  # q/k norms inside attention
+        "phi3": ("phi3", {**no_head_dim, "tie_word_embeddings": False}),  # fused qkv_proj and gate_up_proj
+        "olmo2": ("olmo2", {**no_head_dim, "tie_word_embeddings": False}),  # norms after attention/MLP
+        "gemma2": ("gemma2", {**text, "sliding_window": 4, "final_logit_softcapping": 30.0,
+                              "attn_logit_softcapping": 50.0, "query_pre_attn_scalar": 8}),
+        "stablelm": ("stablelm", {**no_head_dim, "tie_word_embeddings": False}),  # LayerNorm, 25 % rotary
+        "granite": ("granite", {**no_head_dim, "embedding_multiplier": 2.0, "logits_scaling": 4.0,
+                                "residual_multiplier": 0.5, "attention_multiplier": 0.2}),
+        "gpt2": ("gpt2", dict(vocab_size=vocab_size, n_embd=32, n_layer=3, n_head=4, n_positions=256,
+                              **_special_ids())),  # learned absolute positions, Conv1D weights
+        "gpt-neox": ("gpt_neox", dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=256,
+                                      tie_word_embeddings=False, **_special_ids())),
+        # OPT-350m's layout: word vectors are 16 wide, projected in/out of the 32-wide stack, and
+        # post-norm blocks leave no final norm.
+        "opt": ("opt", dict(vocab_size=vocab_size, hidden_size=32, word_embed_proj_dim=16, ffn_dim=64,
+                            num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=256,
+                            do_layer_norm_before=False, **_special_ids())),
+        "falcon": ("falcon", dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=3,
+                                  num_attention_heads=4, num_kv_heads=2, new_decoder_architecture=True,
+                                  ffn_hidden_size=64, **_special_ids())),  # Falcon-40B/180B layout
+        "falcon-alibi": ("falcon", dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=3,
+                                        num_attention_heads=4, multi_query=True, alibi=True,
+                                        parallel_attn=True, **_special_ids())),  # Falcon-RW: ALiBi, 1 KV head
+        # A state-space model: no attention at all (pages that need attention must say so).
+        "mamba": ("mamba", dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, state_size=4,
+                                expand=2, conv_kernel=4, **_special_ids())),
+    }
+
+
+ARCHITECTURES = ("llama", "gemma3", "gemma3-vision", "mistral", "qwen2", "qwen3", "phi3", "olmo2", "gemma2",
+                 "stablelm", "granite", "gpt2", "gpt-neox", "opt", "falcon", "falcon-alibi")  # all readable
+UNREADABLE = ("mamba",)  # builds and runs, but has no attention weights
+
+
 def build_tiny(kind: str, vocab_size: int) -> torch.nn.Module:
     torch.manual_seed(0)
+    other = _other_kwargs(vocab_size)
+    if kind in other:
+        model_type, kwargs = other[kind]
+        return AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **kwargs),
+                                                attn_implementation="eager")
     if kind == "llama":
         return LlamaForCausalLM(LlamaConfig(**_text_kwargs(vocab_size)))
     if kind == "gemma3":
@@ -73,4 +130,17 @@ def save_tiny(kind: str, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
+    return folder
+
+
+def save_remote_code_config(folder: Path) -> Path:
+    """A folder like a hub repo whose architecture lives in its own Python files (trust_remote_code)."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"model_type": "lmsbs_custom_lm", "architectures": ["CustomForCausalLM"],
+              "auto_map": {"AutoConfig": "configuration_custom.CustomConfig",
+                           "AutoModelForCausalLM": "modeling_custom.CustomForCausalLM"},
+              "hidden_size": 32, "num_hidden_layers": 2, "vocab_size": 320}
+    (folder / "config.json").write_text(json.dumps(config))
     return folder

@@ -3,6 +3,7 @@
 import pandas as pd
 import streamlit as st
 
+import export
 import ui
 from charts.architecture import component_chart, histogram_chart, weight_heatmap
 from core.architecture import (HEATMAP_COMPONENTS, MAX_BLOCK, aligned_layer, architecture_facts, component_breakdown,
@@ -64,7 +65,8 @@ st.caption("Parameters counted by role, each shared tensor once. A tied LM head 
 if loaded:
     breakdown = pd.concat([breakdown_for(s.key).assign(model=s.title) for s in loaded], ignore_index=True)
     log = st.toggle("Log scale (makes the tiny norms visible)", key="arch_log")
-    st.altair_chart(component_chart(breakdown, log=log), width="stretch")
+    export.show_chart(component_chart(breakdown, log=log), "parameters_by_component_chart",
+                      settings={"log scale": log}, width="stretch")
     ui.download_csv(breakdown[["model", "component", "parameters", "tensors", "share", "what"]],
                     "parameters_by_component.csv")
 
@@ -148,13 +150,16 @@ def weights(slot) -> None:
     view = view_for(slot.key, name, block)
     st.markdown(f"`{name}` · shape {' × '.join(f'{d:,}' for d in view.shape)}")
     corner = matrix_frame(view.block)
-    st.altair_chart(weight_heatmap(corner, f"Top-left {view.block.shape[0]} × {view.block.shape[1]}"))
+    settings = {"tensor": name, "corner size": block}
+    export.show_chart(weight_heatmap(corner, f"Top-left {view.block.shape[0]} × {view.block.shape[1]}"),
+                      f"weights_corner_{slot.label}_chart", settings=settings)
     ui.download_csv(corner, f"weights_corner_{slot.label}.csv", "CSV: corner values")
     sample = matrix_frame(view.sample, view.row_step, view.col_step)
-    st.altair_chart(weight_heatmap(sample, f"Whole matrix: every {view.row_step:,}th row, every {view.col_step:,}th column"))
+    export.show_chart(weight_heatmap(sample, f"Whole matrix: every {view.row_step:,}th row, every {view.col_step:,}th column"),
+                      f"weights_sample_{slot.label}_chart", settings=settings)
     ui.download_csv(sample, f"weights_sample_{slot.label}.csv", "CSV: sampled values")
     hist = histogram_frame(view)
-    st.altair_chart(histogram_chart(hist), width="stretch")
+    export.show_chart(histogram_chart(hist), f"weights_histogram_{slot.label}_chart", settings=settings, width="stretch")
     ui.download_csv(hist, f"weights_histogram_{slot.label}.csv", "CSV: histogram")
     stats = stats_frame(view)
     st.dataframe(stats, hide_index=True, width="stretch")

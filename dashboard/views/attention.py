@@ -3,9 +3,13 @@
 import numpy as np
 import streamlit as st
 
+import align_picker
+import export
 import ui
+from charts.align import with_picked_row
 from charts.attention import grid_image, head_heatmap, png_bytes, summary_heatmap
-from core.attention import SUMMARY_METRICS, head_csv_table, head_view, kv_head_of, layer_kinds, summary_table
+from core.attention import (SUMMARY_METRICS, head_csv_table, head_view, kv_head_of, layer_kinds, require_attention,
+                            summary_table)
 
 SHORT = "the apple is green. what color is the apple?"
 LONG = " ".join([
@@ -81,10 +85,12 @@ def summary_spec(key, prompt: str, metric: str) -> dict:
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def head_spec(key, prompt: str, layer: int, head: int, hide_first: bool, start: int, log_scale: bool) -> dict:
+def head_spec(key, prompt: str, layer: int, head: int, hide_first: bool, start: int, log_scale: bool,
+              row: int | None) -> dict:
+    """One head's heatmap for WINDOW tokens from `start`, with the picked token's row (`row`) outlined."""
     trace = ui.cached_trace(key, prompt)
-    return head_heatmap(head_view(trace.attentions, trace.tokens, layer, head, hide_first, start, WINDOW),
-                        log_scale).to_dict()
+    cells = head_view(trace.attentions, trace.tokens, layer, head, hide_first, start, WINDOW)
+    return with_picked_row(head_heatmap(cells, log_scale), cells, row).to_dict()
 
 
 def picked_head(slot, clamp: bool = False) -> tuple[int, int]:
@@ -106,6 +112,8 @@ def open_clicked(label: str) -> None:
         st.session_state[f"attn_head_{label}"] = int(points[0]["head"])
 
 
+selection = align_picker.pick("attn", prompt, align_picker.usable_traces(prompt))
+
 # ---------------------------------------------------------------- one head up close
 st.header("One head up close")
 st.caption("Pick a layer and a head (or click a square in the summaries below). Hover a cell for its weight. "
@@ -113,9 +121,10 @@ st.caption("Pick a layer and a head (or click a square in the summaries below). 
 
 
 def up_close(slot) -> None:
+    require_attention(slot.lm)  # a model without attention (state-space) gets a plain message in its column
     trace = ui.trace_for(slot, prompt)
-    if trace.truncated:
-        st.info(f"The prompt is long: only its first {len(trace.tokens)} tokens are used.")
+    ui.truncation_note(slot, trace)
+    row = selection.focus(slot.label) if selection else len(trace.tokens) - 1
     layer, head = picked_head(slot, clamp=True)
     left, right = st.columns(2)
     with left:
@@ -127,10 +136,15 @@ def up_close(slot) -> None:
                f"KV head {kv[head]} with heads {', '.join(str(h) for h in np.flatnonzero(kv == kv[head]))}")
     start = 0
     if len(trace.tokens) > WINDOW:
+        align_picker.follow_pick(f"attn_window_{slot.label}", row, WINDOW, len(trace.tokens))
         start = st.slider("Tokens shown (a window of the long prompt)", 0, len(trace.tokens) - WINDOW,
-                          len(trace.tokens) - WINDOW, key=f"attn_window_{slot.label}",
+                          key=f"attn_window_{slot.label}",
                           help=f"Up close shows {WINDOW} tokens at a time; the grid below shows all of them.")
-    st.vega_lite_chart(head_spec(slot.key, prompt, layer, head, hide_first, start, log_scale), width="stretch")
+    export.show_vega_lite(head_spec(slot.key, prompt, layer, head, hide_first, start, log_scale, row),
+                          f"attention_{slot.label}_layer{layer}_head{head}_chart", width="stretch",
+                          settings={"layer": layer, "head": head, "hide first token": hide_first,
+                                    "log scale": log_scale, "window start": start, "picked row": row})
+    st.markdown(align_picker.row_summary(trace, layer, head, row, hide_first))
     ui.download_csv(head_csv_table(trace.attentions, trace.tokens, layer, head, hide_first),
                     f"attention_{slot.label}_layer{layer}_head{head}.csv", "CSV of this head")
 
@@ -146,10 +160,13 @@ st.caption("One small square per head, same layout as above: rows attend to colu
 
 
 def grid(slot) -> None:
+    require_attention(slot.lm)
     selected = picked_head(slot)
     png = grid_png(slot.key, prompt, hide_first, log_scale, shared, selected)
     # The PNG is drawn at the size it is shown: a wider one would be shrunk and re-encoded as JPEG by st.image.
-    st.image(png, output_format="PNG")
+    export.show_image(png, f"attention_grid_{slot.label}_figure", output_format="PNG",
+                      settings={"hide first token": hide_first, "log scale": log_scale, "shared scale": shared,
+                                "selected (layer, head)": selected})
     st.download_button("PNG of the grid", lambda: png, file_name=f"attention_grid_{slot.label}.png", mime="image/png",
                        key=f"attn_png_{slot.label}", icon=":material/download:", on_click="ignore")
 
@@ -164,9 +181,11 @@ st.caption("One square per head, averaged over all tokens but the first. Click a
 
 
 def summary(slot) -> None:
+    require_attention(slot.lm)
     table = summaries(slot.key, prompt)
-    st.vega_lite_chart(summary_spec(slot.key, prompt, metric), width="stretch", key=f"attn_pick_{slot.label}",
-                       on_select=lambda: open_clicked(slot.label), selection_mode="pick")
+    export.show_vega_lite(summary_spec(slot.key, prompt, metric), f"attention_summaries_{slot.label}_chart",
+                          settings={"summary": metric}, width="stretch", key=f"attn_pick_{slot.label}",
+                          on_select=lambda: open_clicked(slot.label), selection_mode="pick")
     ui.download_csv(table, f"attention_summaries_{slot.label}.csv", "CSV of the summaries")
 
 

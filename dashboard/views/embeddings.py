@@ -3,6 +3,7 @@
 import pandas as pd
 import streamlit as st
 
+import export
 import ui
 from charts.embeddings import overlap_chart, projection_chart
 from core.embeddings import (MAX_K, MAX_WORDS, arithmetic, nearest_tokens, neighbour_overlap, parse_word_groups,
@@ -105,8 +106,9 @@ if len(ready) == 2 and len(picked) == 2:
     left, right = st.columns([1, 3])
     left.metric("Jaccard", f"{overlap.jaccard:.2f}", help="Shared tokens ÷ all distinct tokens of both lists.")
     left.markdown("**In both lists:** " + (", ".join(f"`{visible(t)}`" for t in overlap.shared) or "none"))
-    right.altair_chart(overlap_chart(overlap.table.assign(token=[visible(t) for t in overlap.table["token"]]),
-                                     "A", "B"), width="stretch")
+    with right:
+        export.show_chart(overlap_chart(overlap.table.assign(token=[visible(t) for t in overlap.table["token"]]),
+                                        "A", "B"), "nearest_overlap_chart", settings={"k": k}, width="stretch")
     ui.download_csv(overlap.table, "nearest_overlap.csv")
 elif query.strip():
     st.info("The comparison needs both models loaded with their weights and a valid query for both.")
@@ -178,7 +180,7 @@ ui.preset_buttons(PROJECTION_PRESETS, "emb_words")
 
 def projection(slot) -> None:
     points, explained = projection_for(slot.key, words_text)
-    st.altair_chart(projection_chart(points, explained=explained), width="stretch")
+    export.show_chart(projection_chart(points, explained=explained), f"word_map_{slot.label}_chart", width="stretch")
     ui.download_csv(points, f"word_map_{slot.label}.csv", key=f"csv-map-{slot.label}")
 
 

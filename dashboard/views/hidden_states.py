@@ -3,6 +3,8 @@
 import pandas as pd
 import streamlit as st
 
+import align_picker
+import export
 import ui
 from charts.context import difference_chart
 from core.context import difference_by_layer, hidden_state_facts, word_vectors_across
@@ -28,21 +30,25 @@ if not prompt.strip():
     st.warning("Type a prompt, or click an example.")
     st.stop()
 
+selection = align_picker.pick("hs", prompt, align_picker.usable_traces(prompt))
+
 
 def one_prompt(slot) -> None:
     trace = ui.trace_for(slot, prompt)
+    ui.truncation_note(slot, trace)
     entries, T, H = trace.hidden_states.shape
     a, b = st.columns(2)
     a.metric("Hidden-state entries", entries, help=f"{slot.lm.num_layers} layers + the token embeddings (entry 0)")
     b.metric("Shape of each entry", f"(1, {T}, {H})", help="(sentences, tokens, numbers per vector)")
-    tokens = [f"{i}: {t!r}" for i, t in enumerate(trace.tokens)]
-    left, right = st.columns(2)
-    position = left.selectbox("Token", range(T), index=T - 1, format_func=tokens.__getitem__,
-                              key=f"hs_token_{slot.label}_{T}")  # a new prompt: a new picker
-    layer = right.slider("Layer", 0, entries - 1, min(1, entries - 1), key=f"hs_layer_{slot.label}_{entries}",
-                         help="0 = token embeddings; i = output of layer i")
+    position = selection.focus(slot.label) if selection else T - 1
+    if position is None:
+        st.info("No token of this model covers the picked characters (a start token covers none; text past "
+                "the token limit was not run): pick another word.")
+        return
+    layer = st.slider("Layer", 0, entries - 1, min(1, entries - 1), key=f"hs_layer_{slot.label}_{entries}",
+                      help="0 = token embeddings; i = output of layer i")
     vector = trace.hidden_states[layer, position]
-    st.caption(f"First values of {trace.tokens[position]!r} at entry {layer} "
+    st.caption(f"First values of token {position} {trace.tokens[position]!r} at entry {layer} "
                f"(of {H}; length of the whole vector: {float((vector**2).sum() ** 0.5):,.2f})")
     st.dataframe(pd.DataFrame([vector[:8]], columns=[f"[{i}]" for i in range(8)]).style.format("{:.4f}"),
                  hide_index=True, width="stretch")
@@ -90,7 +96,7 @@ def highlight(row: pd.Series) -> list[str]:
 def demo(slot) -> None:
     table = demo_table(slot.key, sentences, words)
     summary = difference_by_layer(table)
-    st.altair_chart(difference_chart(summary), width="stretch")
+    export.show_chart(difference_chart(summary), f"same_word_difference_{slot.label}_chart", width="stretch")
     st.caption("0 means the word has exactly the same vector in every sentence that contains it.")
     layer = st.slider("Layer for the table", 0, slot.lm.num_layers, min(1, slot.lm.num_layers),
                       key=f"hs_demo_layer_{slot.label}_{slot.lm.num_layers}")

@@ -45,9 +45,22 @@ st.markdown(
 - **Attention** — which earlier tokens each token looks at, for every head of every layer.
 """
 )
-with st.expander("Free memory"):
-    st.write("Loaded models stay in memory for every user of this server. Unload them all to free memory; "
-             "the models chosen in the sidebar are loaded again on the next click.")
-    if st.button("Unload all models"):
-        ui.unload_models()
-        st.rerun()
+st.header("Memory: what this server holds")
+st.write("Loaded models and computed traces are kept for every user of this server. Unload them to free "
+         "memory; the models chosen in the sidebar are loaded again on the next click.")
+models, traces = ui.cache_contents()
+if len(models):
+    st.dataframe(models, hide_index=True)
+else:
+    st.caption("No model is loaded.")
+st.write(traces)
+budget_gib = st.number_input("Trace cache budget (GiB)", min_value=0.0, value=ui.trace_budget_gib(), step=0.5,
+                             help="Traces beyond this are dropped, least recently used first.")
+ui.set_trace_budget_gib(budget_gib)
+unload, clear = st.columns(2)
+if unload.button("Unload all models", width="stretch"):
+    ui.unload_models()
+    st.rerun()
+if clear.button("Clear the traces", width="stretch"):
+    ui.trace_store().clear()
+    st.rerun()

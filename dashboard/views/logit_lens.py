@@ -3,8 +3,10 @@
 import pandas as pd
 import streamlit as st
 
+import align_picker
+import export
 import ui
-from charts.lens import lens_grid_chart, trajectory_chart
+from charts.lens import lens_grid_chart, trajectory_chart, visible
 from core import ModelLoadError
 from core.lens import first_top1_layer, last_position_table, lens_grid, logit_lens, token_trajectory
 
@@ -36,8 +38,23 @@ def lens_for(key, prompt: str, k: int) -> pd.DataFrame:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def trajectory_for(key, prompt: str, target: str) -> pd.DataFrame:
-    return token_trajectory(ui.cached_model(key), ui.cached_trace(key, prompt), target or None)
+def trajectory_for(key, prompt: str, target: str, position: int, after_space: bool) -> pd.DataFrame:
+    return token_trajectory(ui.cached_model(key), ui.cached_trace(key, prompt), target or None, position, after_space)
+
+
+selection = align_picker.pick("lens", prompt, align_picker.usable_traces(prompt))
+
+
+def picked_position(slot, trace) -> int:
+    """The position this model's views read: its last token of the pick (default: the last token)."""
+    focus = selection.focus(slot.label) if selection else None
+    return len(trace.tokens) - 1 if focus is None else focus
+
+
+def grid_window(picked: int, total: int) -> tuple[int, int]:
+    """MAX_COLUMNS positions ending at the picked one (the first MAX_COLUMNS when it is near the start)."""
+    lo = max(0, picked - MAX_COLUMNS + 1)
+    return lo, min(total, lo + MAX_COLUMNS)
 
 
 # ---------------------------------------------------------------- grid
@@ -47,30 +64,38 @@ st.caption("Each cell: the token the layer would predict next after that input t
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def grid_spec(key, prompt: str, k: int) -> dict:
-    """The grid's Vega-Lite spec, built and validated once (Altair takes ~0.1 s per grid)."""
+def grid_spec(key, prompt: str, k: int, lo: int, hi: int) -> dict:
+    """The grid's Vega-Lite spec for positions lo..hi-1, built and validated once (Altair takes ~0.1 s per grid)."""
     trace = ui.cached_trace(key, prompt)
     cells = lens_grid(lens_for(key, prompt, k), trace, ui.cached_model(key).num_layers)
-    return lens_grid_chart(cells[cells["position"] >= len(trace.tokens) - MAX_COLUMNS]).to_dict()
+    return lens_grid_chart(cells[cells["position"].between(lo, hi - 1)]).to_dict()
 
 
 def grid(slot) -> None:
     trace = ui.trace_for(slot, prompt)
     table = lens_for(slot.key, prompt, k)
+    ui.truncation_note(slot, trace)
+    lo, hi = grid_window(picked_position(slot, trace), len(trace.tokens))
     if len(trace.tokens) > MAX_COLUMNS:
-        st.info(f"Showing the last {MAX_COLUMNS} of {len(trace.tokens)} tokens; the CSV has every position.")
-    st.vega_lite_chart(grid_spec(slot.key, prompt, k), width="stretch")
+        st.info(f"Showing positions {lo}–{hi - 1} of the {len(trace.tokens)} tokens run (the {hi - lo} up to the "
+                "picked token); the CSV has every position.")
+    export.show_vega_lite(grid_spec(slot.key, prompt, k, lo, hi), f"logit_lens_{slot.label}_chart", width="stretch")
     ui.download_csv(table, f"logit_lens_{slot.label}.csv", f"CSV: top-{k} of every layer and position")
 
 
 ui.side_by_side(grid, need_weights=True)
 
 # ---------------------------------------------------------------- last position
-st.header("The last position: top tokens per layer")
+st.header("The picked position: top tokens per layer")
+st.caption("The token each layer would predict next after the picked token (default: the last token of the prompt).")
 
 
 def last_table(slot) -> None:
-    table = last_position_table(lens_for(slot.key, prompt, k))
+    trace = ui.trace_for(slot, prompt)
+    position = picked_position(slot, trace)
+    lens = lens_for(slot.key, prompt, k)
+    st.caption(f"After token {position} {trace.tokens[position]!r}")
+    table = last_position_table(lens[lens["position"] == position])
     st.dataframe(table, hide_index=True, width="stretch", height=min(600, 35 * (len(table) + 1) + 3))
     ui.download_csv(table, f"logit_lens_last_position_{slot.label}.csv")
 
@@ -88,15 +113,33 @@ for slot in ui.current_slots():
 
 # ---------------------------------------------------------------- trajectory of one token
 st.header("Follow one token through the layers")
-target = ui.text_input("Target token (empty: each model's own final prediction)", key="lens_target", default="",
-                       help="Each model uses the first token of this text in its own vocabulary. "
-                            "Mind the leading space: ' Paris' and 'Paris' are different tokens.")
+st.caption("How likely each layer finds one next token after the picked position. Type a word: each model "
+           "follows **its own first token** of it, named below the input.")
+target = ui.text_input("Target word or token (empty: each model's own final prediction)", key="lens_target",
+                       default="", help="Each model uses the first token of this text in its own vocabulary.")
+after_space = st.toggle("Look the word up as it appears after a space", value=True, key="lens_after_space",
+                        help="'Paris' becomes ' Paris', the token that follows 'is' in 'The capital of France is'. "
+                             "Vocabularies have different tokens for ' Paris' and 'Paris'. Words of scripts "
+                             "without spaces (天氣) have no such token and are looked up as typed; text typed "
+                             "with a leading space is always used as typed.")
 options = st.columns(2)
 value = options[0].radio("Show", ["prob", "rank"], key="lens_value", horizontal=True,
                          format_func={"prob": "Probability", "rank": "Rank"}.get)
 x_axis = options[1].radio("Horizontal axis", ["relative", "layer"], key="lens_x", horizontal=True,
                           format_func={"relative": "Relative depth", "layer": "Layer number"}.get,
                           help="Relative depth = layer ÷ number of layers, so models of different depth line up.")
+
+
+
+def following(slot, trace, trajectory: pd.DataFrame) -> str:
+    """Which token this model follows, and after which position."""
+    row = trajectory.iloc[0]
+    position = int(row["position"])
+    what = (f"its own final prediction `{visible(row['token'])}`" if not row["looked_up"]
+            else f"`{visible(row['token'])}` (token id {row['token_id']:,}), the first token of "
+                 f"'{visible(row['looked_up'])}'")
+    return f"**Model {slot.label}** follows {what} after token {position} `{visible(trace.tokens[position])}`."
+
 
 frames = []
 for column, slot in zip(st.columns(2), ui.current_slots()):
@@ -106,15 +149,19 @@ for column, slot in zip(st.columns(2), ui.current_slots()):
                        + (slot.error or "it is loaded from its config only (turn on 'Load the weights')."))
             continue
         try:
-            trajectory = trajectory_for(slot.key, prompt, target)
+            trace = ui.trace_for(slot, prompt)
+            position = picked_position(slot, trace)
+            trajectory = trajectory_for(slot.key, prompt, target, position, after_space)
         except (ValueError, ModelLoadError) as error:
             st.error(f"Model {slot.label} ({slot.key.source}): {error}")
             continue
+        st.markdown(following(slot, trace, trajectory))
         first = first_top1_layer(trajectory)
         st.metric(f"{slot.title}: first layer where {trajectory['token'].iloc[0]!r} is the top prediction",
                   "never" if first is None else f"layer {first} of {slot.lm.num_layers}")
         frames.append(trajectory.assign(model=slot.title))
 if frames:
     trajectories = pd.concat(frames, ignore_index=True)
-    st.altair_chart(trajectory_chart(trajectories, value, x_axis), width="stretch")
+    export.show_chart(trajectory_chart(trajectories, value, x_axis), "logit_lens_trajectory_chart",
+                      settings={"show": value, "horizontal axis": x_axis}, width="stretch")
     ui.download_csv(trajectories, "logit_lens_trajectory.csv", "CSV of the trajectories")

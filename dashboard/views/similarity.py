@@ -3,6 +3,7 @@
 import pandas as pd
 import streamlit as st
 
+import export
 import ui
 from charts.context import similarity_chart
 from core import ModelLoadError
@@ -92,6 +93,8 @@ for slot in ui.current_slots():
     try:
         curves = curves_for(slot.key, tuple(sentences), word.strip(), exclude_bos, center)
         pieces[slot.label] = slot.title, pieces_for(slot.key, tuple(sentences), word.strip())
+        for sentence in sentences:  # a sentence cut at the token limit says so
+            ui.truncation_note(slot, ui.cached_trace(slot.key, sentence))
     except (ValueError, ModelLoadError) as error:
         st.error(f"Model {slot.label} ({slot.key.source}): {error}")
         continue
@@ -104,7 +107,9 @@ table = pd.concat(frames, ignore_index=True)
 if value in BASELINE_OF and (table[BASELINE_OF[value]].abs() < 0.05).any():
     st.warning("The average cosine is close to 0 at some layers (typical after mean-centring), so dividing by "
                "it exaggerates the curve there. Raw cosine is easier to read in that case.")
-st.altair_chart(similarity_chart(table[table["layer"] > 0] if zoom else table, value, x_axis), width="stretch")
+export.show_chart(similarity_chart(table[table["layer"] > 0] if zoom else table, value, x_axis), "similarity_curves_chart",
+                  settings={"similarity": value, "horizontal axis": x_axis, "skip start token": exclude_bos,
+                            "mean-centre": center, "leave out layer 0": zoom}, width="stretch")
 st.caption("Colour = sentence pair, line style = model. Hover a point for the raw and normalized values.")
 ui.download_csv(table, "similarity_curves.csv", "CSV of every curve")
 

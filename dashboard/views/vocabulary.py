@@ -3,6 +3,7 @@
 import pandas as pd
 import streamlit as st
 
+import export
 import ui
 from charts.vocabulary import overlap_chart, token_chips, tokens_per_character_chart, visible
 from core.tokens import MAX_TEXT_CHARS, tokenize
@@ -126,7 +127,7 @@ samples = MULTILINGUAL | ({"Your text": text} if text.strip() else {})
 if with_tokenizer:
     per_char = pd.concat([tokens_per_character(s.lm, samples).assign(model=s.title) for s in with_tokenizer],
                          ignore_index=True)
-    st.altair_chart(tokens_per_character_chart(per_char), width="stretch")
+    export.show_chart(tokens_per_character_chart(per_char), "tokens_per_character_chart", width="stretch")
     ui.download_csv(per_char, "tokens_per_character.csv")
 
 # ---------------------------------------------------------------- overlap
@@ -140,7 +141,7 @@ if len(with_tokenizer) == 2:
     m2.metric("Shared", f"{overlap.shared:,}")
     m3.metric("Only in B", f"{overlap.only_b:,}")
     m4.metric("Jaccard", f"{overlap.jaccard:.3f}")
-    st.altair_chart(overlap_chart(overlap.counts()), width="stretch")
+    export.show_chart(overlap_chart(overlap.counts()), "vocabulary_overlap_chart", width="stretch")
     ui.download_csv(overlap.counts(), "vocabulary_overlap_counts.csv")
     find = ui.text_input("Search the examples", key="vocab_overlap_search", placeholder="e.g. apple, 家")
     for tab, where in zip(st.tabs(["Shared", "Only in A", "Only in B"]), ["shared", "only A", "only B"]):

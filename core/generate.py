@@ -1,0 +1,301 @@
+"""Continuations of a prompt: greedy or sampled, optionally steered, streamed token by token.
+
+Generation is transformers' own `model.generate` (so speed and the greedy
+result are exactly `model.generate(do_sample=False)`), with three additions:
+
+- Reproducible sampling. `model.generate(do_sample=True)` draws from torch's
+  *global* random generator, which every thread of the server shares. Here the
+  draw is made by a logits processor holding its own `torch.Generator` seeded
+  with `seed`: it samples one token from softmax(logits / T) restricted to the
+  top-p nucleus (Holtzman et al. 2020), then leaves only that token's score
+  finite, and `generate` runs in greedy mode, so its argmax picks exactly that
+  token. Same seed, same prompt, same device → same text, whatever other
+  sessions do meanwhile. (No top-k: only T and top-p shape the distribution.)
+- Steering (Turner et al. 2023, "Activation Addition"): `Steer(layer, vector,
+  strength)` adds strength * vector to hidden_states[layer] at every position,
+  on the prompt pass and on every generated token. Layer l is Hugging Face's
+  hidden_states[l]: l = 0 is the embedding output, l >= 1 the output of decoder
+  layer l before the final norm; 0 <= l < number of layers. The edit is a
+  forward pre-hook that lives only inside core.hooks.edited_residual (which
+  holds the model's lock and removes the hook on exit, also on a Stop).
+- Streaming: `on_token(token_id, text_so_far)` is called after each new token.
+  Streamlit stops a script by raising inside it (at the next st.* call, so
+  inside on_token); the exception leaves `generate`, the hooks are removed and
+  the lock is released on the way out.
+
+`next_token_table` is the distribution itself: softmax(logits / T) over the
+vocabulary at the prompt's last position, its top k rows.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+from transformers.generation.streamers import BaseStreamer
+
+from core.chat import prompt_ids
+from core.hooks import Edit, check_layer, edited_residual
+from core.loading import LoadedModel, ModelLoadError
+from core.tokens import display_token, require_tokenizer
+from core.trace import MAX_TRACE_TOKENS
+
+MAX_NEW_TOKENS = 512  # an upper bound for a page; notebooks can ask for up to this many
+MAX_PROMPT_TOKENS = MAX_TRACE_TOKENS  # longer prompts are cut, as run_trace does
+
+OnToken = Callable[[int, str], None]  # (new token id, all new text so far)
+
+
+@dataclass(frozen=True)
+class Steer:
+    """Add `strength * vector` to hidden_states[layer] at every position while generating."""
+
+    layer: int
+    vector: np.ndarray | torch.Tensor  # (hidden,)
+    strength: float
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A continuation: the new text and token ids only (the prompt is not repeated)."""
+
+    text: str  # decoded new tokens, special tokens (e.g. the end-of-turn marker) left out
+    token_ids: tuple[int, ...]  # the new token ids, as model.generate returns them (EOS included if reached)
+    prompt_ids: tuple[int, ...]  # what the model was given
+    temperature: float
+    top_p: float
+    seed: int
+    max_new_tokens: int
+    seconds: float
+    prompt_truncated: bool = False
+    settings: dict = field(default_factory=dict)  # extra facts to show with the result (e.g. steering)
+
+    @property
+    def finished(self) -> str:
+        """'length' if it ran to max_new_tokens, else 'end' (the model produced its end-of-text token)."""
+        return "length" if len(self.token_ids) >= self.max_new_tokens else "end"
+
+    @property
+    def tokens_per_second(self) -> float:
+        return len(self.token_ids) / self.seconds if self.seconds > 0 else float("nan")
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _require_weights(lm: LoadedModel) -> None:
+    require_tokenizer(lm)
+    if not lm.has_weights:
+        raise ModelLoadError(f"{lm.name} was loaded from its config only: load its weights to generate.")
+
+
+def _check_settings(max_new_tokens: int, temperature: float, top_p: float, seed: int) -> None:
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise ValueError(f"max_new_tokens must be a whole number from 1 to {MAX_NEW_TOKENS}, not {max_new_tokens!r}.")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"The temperature must be a finite number ≥ 0 (0 = greedy), not {temperature!r}.")
+    if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise ValueError(f"top-p must be in (0, 1], not {top_p!r}.")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"The seed must be a whole number ≥ 0, not {seed!r}.")
+
+
+def steer_edit(lm: LoadedModel, steer: Steer) -> dict[int, Edit]:
+    """The edit {layer: h -> h + strength * vector} for core.hooks, after checking every part of `steer`."""
+    check_layer(lm, steer.layer)
+    strength = float(steer.strength)
+    if not math.isfinite(strength):
+        raise ValueError(f"The steering strength is {strength}: choose a finite number.")
+    vector = torch.as_tensor(np.asarray(steer.vector, dtype=np.float32) if not torch.is_tensor(steer.vector)
+                             else steer.vector.detach().float().cpu())
+    if vector.shape != (lm.hidden_size,):
+        raise ValueError(f"The steering vector has shape {tuple(vector.shape)}; {lm.name} needs ({lm.hidden_size},).")
+    if not torch.isfinite(vector).all():
+        raise ValueError("The steering vector holds NaN or infinite values.")
+    dtype = next(lm.model.parameters()).dtype
+    delta = (strength * vector).to(dtype)  # (hidden,), in the model's number format
+    if not torch.isfinite(delta).all():
+        raise ValueError(f"strength × vector overflows {dtype} (strength {strength:g}): choose a smaller strength.")
+    placed: dict[torch.device, torch.Tensor] = {}
+
+    def add(hidden: torch.Tensor) -> torch.Tensor:  # (batch, T, hidden) -> same
+        if hidden.device not in placed:  # moved once per device (a model may be split across devices)
+            placed[hidden.device] = delta.to(device=hidden.device, dtype=hidden.dtype)
+        return hidden + placed[hidden.device]
+
+    return {steer.layer: add}
+
+
+# ---------------------------------------------------------------- transformers plumbing
+
+
+class _SeededSampler(LogitsProcessor):
+    """Draws the next token with its own torch.Generator and leaves only that token's score finite.
+
+    Placed after the temperature and top-p warpers, with generate in greedy mode:
+    the argmax of the returned scores is the sampled token.
+    """
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self.generator: torch.Generator | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.generator is None:  # created on the device the scores live on
+            self.generator = torch.Generator(device=scores.device).manual_seed(self.seed)
+        probs = torch.softmax(scores, dim=-1)  # (batch, vocab)
+        choice = torch.multinomial(probs, num_samples=1, generator=self.generator)  # (batch, 1)
+        return torch.full_like(scores, -math.inf).scatter_(1, choice, 0.0)
+
+
+class _RequireFinite(LogitsProcessor):
+    """An edit that blows the residual stream up makes the scores NaN: stop with a message, not garbage."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if torch.isnan(scores).any() or torch.isposinf(scores).any():
+            raise ValueError(f"The intervention made {self.name}'s next-token scores NaN or infinite: "
+                             "the strength is too large for this model.")
+        return scores
+
+
+class _CallbackStreamer(BaseStreamer):
+    """Calls on_token(token_id, text_so_far) for every new token (generate first puts the prompt: skipped)."""
+
+    def __init__(self, tokenizer, on_token: OnToken):
+        self.tokenizer = tokenizer
+        self.on_token = on_token
+        self.ids: list[int] = []
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        for token_id in value.reshape(-1).tolist():
+            self.ids.append(int(token_id))
+            self.on_token(int(token_id), self.tokenizer.decode(self.ids, skip_special_tokens=True))
+
+    def end(self) -> None:
+        pass
+
+
+def _pad_id(lm: LoadedModel) -> int | None:
+    config = lm.model.generation_config
+    for candidate in (config.pad_token_id, lm.tokenizer.pad_token_id, config.eos_token_id):
+        if isinstance(candidate, (list, tuple)):
+            candidate = candidate[0] if candidate else None
+        if candidate is not None:
+            return int(candidate)
+    return None
+
+
+# ---------------------------------------------------------------- public functions
+
+
+def generate_ids(lm: LoadedModel, input_ids: list[int], *, max_new_tokens: int, temperature: float = 0.0,
+                 top_p: float = 1.0, seed: int = 0, edits: Mapping[int, Edit] | None = None,
+                 on_token: OnToken | None = None) -> Generation:
+    """Continue `input_ids` (exactly these ids, nothing added) with `lm.model.generate`.
+
+    temperature 0: greedy, identical to model.generate(do_sample=False). temperature > 0: sampled
+    from softmax(logits / T) within the top-p nucleus, with a generator of its own seeded by `seed`.
+    `edits` ({layer: hidden -> edited hidden}) apply on the prompt pass and every new token.
+    """
+    _require_weights(lm)
+    _check_settings(max_new_tokens, temperature, top_p, seed)
+    if not input_ids:
+        raise ValueError("The prompt has no tokens.")
+    truncated = len(input_ids) > MAX_PROMPT_TOKENS
+    input_ids = list(input_ids)[:MAX_PROMPT_TOKENS]
+
+    processors = LogitsProcessorList()
+    if edits:
+        processors.append(_RequireFinite(lm.name))
+    if temperature > 0:
+        processors.append(TemperatureLogitsWarper(float(temperature)))
+        if top_p < 1:
+            processors.append(TopPLogitsWarper(float(top_p)))
+        processors.append(_SeededSampler(seed))
+    streamer = _CallbackStreamer(lm.tokenizer, on_token) if on_token is not None else None
+
+    ids = torch.tensor([input_ids], device=lm.device)  # (1, T)
+    start = time.perf_counter()
+    with edited_residual(lm, edits or {}):  # holds the lock even without edits: forwards never interleave
+        output = lm.model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=max_new_tokens,
+            logits_processor=processors, streamer=streamer, pad_token_id=_pad_id(lm))
+    seconds = time.perf_counter() - start
+    new_ids = tuple(int(i) for i in output[0, len(input_ids):].tolist())
+    return Generation(
+        text=lm.tokenizer.decode(list(new_ids), skip_special_tokens=True), token_ids=new_ids,
+        prompt_ids=tuple(input_ids), temperature=float(temperature), top_p=float(top_p), seed=seed,
+        max_new_tokens=max_new_tokens, seconds=seconds, prompt_truncated=truncated)
+
+
+def generate(lm: LoadedModel, prompt: str, *, max_new_tokens: int = 20, temperature: float = 0.0,
+             top_p: float = 1.0, seed: int = 0, chat: bool = False, steer: Steer | None = None,
+             on_token: OnToken | None = None) -> Generation:
+    """The continuation of `prompt` (new text only). chat=True wraps it in the model's chat template first."""
+    _require_weights(lm)
+    edits = steer_edit(lm, steer) if steer is not None else None
+    generation = generate_ids(lm, prompt_ids(lm, prompt, chat), max_new_tokens=max_new_tokens,
+                              temperature=temperature, top_p=top_p, seed=seed, edits=edits, on_token=on_token)
+    if steer is not None:
+        generation.settings.update(steer_layer=steer.layer, steer_strength=float(steer.strength))
+    return generation
+
+
+def next_token_logits(lm: LoadedModel, prompt: str, *, chat: bool = False) -> np.ndarray:
+    """The model's next-token scores after `prompt` (its last position), as float32: (vocab,)."""
+    _require_weights(lm)
+    ids = prompt_ids(lm, prompt, chat)[:MAX_PROMPT_TOKENS]
+    input_ids = torch.tensor([ids], device=lm.device)  # (1, T)
+    with lm.lock, torch.inference_mode():
+        logits = lm.model(input_ids=input_ids, use_cache=False, logits_to_keep=1).logits  # (1, 1, vocab)
+    return logits[0, -1].float().cpu().numpy()
+
+
+def token_distribution(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """softmax(logits / T): (vocab,). T = 0 is the limit: all probability on the highest score (greedy)."""
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"The temperature must be a finite number ≥ 0, not {temperature!r}.")
+    logits = np.asarray(logits, dtype=np.float64)
+    if temperature == 0:
+        probs = np.zeros_like(logits)
+        probs[int(np.argmax(logits))] = 1.0
+        return probs
+    scaled = logits / temperature
+    scaled -= scaled.max()  # the largest becomes 0: exp never overflows
+    weights = np.exp(scaled)
+    return weights / weights.sum()
+
+
+def top_tokens(lm: LoadedModel, logits: np.ndarray, k: int = 10, temperature: float = 1.0) -> pd.DataFrame:
+    """The k most likely next tokens under softmax(logits / T): rank, token, token_id, prob."""
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a whole number ≥ 1, not {k!r}.")
+    probs = token_distribution(logits, temperature)  # (vocab,)
+    k = min(k, probs.size)
+    top = np.argpartition(-probs, k - 1)[:k]
+    top = top[np.lexsort((top, -probs[top]))]  # by probability, ties by id: a stable order
+    return pd.DataFrame({
+        "rank": np.arange(1, k + 1),
+        "token": [display_token(lm, int(i)) for i in top],
+        "token_id": top.astype(np.int64),
+        "prob": probs[top],
+    })
+
+
+def next_token_table(lm: LoadedModel, prompt: str, k: int = 10, temperature: float = 1.0, *,
+                     chat: bool = False) -> pd.DataFrame:
+    """Top-k next tokens after `prompt` with softmax(logits / T) probabilities: rank, token, token_id, prob."""
+    return top_tokens(lm, next_token_logits(lm, prompt, chat=chat), k, temperature)

@@ -1,0 +1,247 @@
+"""Patchscopes: ask the model, in words, what one of its hidden states means.
+
+Ghandeharioun et al. 2024, "Patchscopes: A Unifying Framework for Inspecting
+Hidden Representations of Language Models". Take the hidden state of a token
+of a *source* prompt ("Diana, Princess of Wales", at "Wales") after layer l,
+and put it in place of the hidden state of a placeholder token of a *target*
+("inspection") prompt, e.g. the few-shot token-identity prompt
+`cat->cat; 1135->1135; hello->hello; x->`. Whatever the model then writes
+after the target prompt is its own reading of that state: the identity prompt
+asks it to repeat the token, an entity-description prompt to describe it.
+
+Layer convention (Hugging Face's `hidden_states`, core/parts.py): layer l is
+hidden_states[l]; l = 0 is the embedding output, l >= 1 the output of decoder
+layer l before the final norm; 0 <= l < number of layers. Replacing
+hidden_states[t] at one position is a forward pre-hook on layers[t]
+(core/hooks.py), active on the target prompt's forward pass only; the
+generated tokens then read the patched prompt through the key/value cache.
+
+A sweep over source layers reads every layer's source state from one trace
+(`run_trace`, or the page's cached trace) and runs the target once for all
+layers: the target prompt is repeated as a batch, one row per source layer,
+and row i is patched at its own layer only. Greedy decoding is
+`model.generate(do_sample=False)` (core/generate.py uses the same).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core.chat import chat_text
+from core.hooks import Edit, check_layer, edited_residual
+from core.loading import LoadedModel, ModelLoadError
+from core.tokens import require_tokenizer
+from core.trace import MAX_TRACE_TOKENS, Trace, run_trace
+
+DEFAULT_PLACEHOLDER = "x"
+MAX_ROWS = 32  # rows of one batched generation: bounds memory (KV cache grows with rows × tokens)
+
+IDENTITY_PROMPT = "cat->cat; 1135->1135; hello->hello; x->"
+DESCRIPTION_PROMPT = ("Syria: Country in the Middle East, Leonardo DiCaprio: American actor, "
+                      "Samsung: South Korean multinational electronics corporation, x:")
+
+
+# ---------------------------------------------------------------- positions
+
+
+def target_tokens(lm: LoadedModel, target_prompt: str, chat: bool = False) -> tuple[str, list[int], list[tuple[int, int]]]:
+    """(text the model sees, its token ids, each token's character span), as core.chat.prompt_ids tokenizes it."""
+    tokenizer = require_tokenizer(lm)
+    if not target_prompt or not target_prompt.strip():
+        raise ValueError("The target prompt is empty: type one with a placeholder, or click a preset.")
+    text = chat_text(lm, target_prompt) if chat else target_prompt
+    encoded = tokenizer(text, add_special_tokens=not chat, return_offsets_mapping=True)
+    return text, list(encoded["input_ids"]), [tuple(o) for o in encoded["offset_mapping"]]
+
+
+def last_token_of(text: str, offsets: Sequence[tuple[int, int]], needle: str, what: str) -> int:
+    """Position of the token holding the last character of the LAST occurrence of `needle` in `text`."""
+    if not needle:
+        raise ValueError(f"The {what} is empty.")
+    start = text.rfind(needle)
+    if start < 0:
+        raise ValueError(f'The {what} "{needle}" does not appear in "{_short(text)}".')
+    last_char = start + len(needle) - 1
+    for position in range(len(offsets) - 1, -1, -1):  # the last token covering that character
+        begin, end = offsets[position]
+        if begin <= last_char < end:
+            return position
+    raise ValueError(f'The {what} "{needle}" lies beyond the {MAX_TRACE_TOKENS} tokens that are run.')
+
+
+def placeholder_position(lm: LoadedModel, target_prompt: str, placeholder: str = DEFAULT_PLACEHOLDER,
+                         chat: bool = False) -> int:
+    """The target token that receives the patch: the last token of the last occurrence of `placeholder`."""
+    text, _, offsets = target_tokens(lm, target_prompt, chat)
+    if placeholder and placeholder not in target_prompt:
+        raise ValueError(f'The placeholder "{placeholder}" does not appear in the target prompt '
+                         f'"{_short(target_prompt)}": write it where the hidden state should go.')
+    return last_token_of(text, offsets, placeholder, "placeholder")
+
+
+def word_position(trace: Trace, word: str) -> int:
+    """The source token to read: the last token of the last occurrence of `word` in the trace's prompt."""
+    if not word or not word.strip():
+        raise ValueError("Pick a word of the source prompt.")
+    if word not in trace.prompt:
+        raise ValueError(f'"{word}" does not appear in the source prompt "{_short(trace.prompt)}".')
+    return last_token_of(trace.prompt, [tuple(o) for o in trace.offsets], word, "word")
+
+
+def _short(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+# ---------------------------------------------------------------- batched generation, one edit per row
+
+
+def pad_id(lm: LoadedModel) -> int | None:
+    config = lm.model.generation_config
+    for candidate in (config.pad_token_id, lm.tokenizer.pad_token_id, config.eos_token_id):
+        if isinstance(candidate, (list, tuple)):
+            candidate = candidate[0] if candidate else None
+        if candidate is not None:
+            return int(candidate)
+    return None
+
+
+def _require_weights(lm: LoadedModel) -> None:
+    require_tokenizer(lm)
+    if not lm.has_weights:
+        raise ModelLoadError(f"{lm.name} was loaded from its config only: load its weights to run a prompt.")
+
+
+def generate_rows(lm: LoadedModel, input_ids: list[int], rows: int, edits: Mapping[int, Edit],
+                  max_new_tokens: int) -> list[tuple[int, ...]]:
+    """Greedy continuations of `rows` copies of `input_ids`, with `edits` ({layer: batch edit}) active.
+
+    Each edit sees the whole batch (rows, T, hidden) and decides which rows it touches.
+    Returns the new token ids of every row (EOS included when reached, padding dropped).
+    """
+    ids = torch.tensor([list(input_ids)] * rows, device=lm.device)  # (rows, T)
+    pad = pad_id(lm)
+    with edited_residual(lm, edits), torch.inference_mode():
+        output = lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                   max_new_tokens=max_new_tokens, pad_token_id=pad,
+                                   output_scores=True, return_dict_in_generate=True)
+    first_scores = output.scores[0]  # (rows, vocab)
+    if not torch.isfinite(first_scores).all():
+        raise ValueError(f"The intervention made {lm.name}'s next-token scores NaN or infinite.")
+    eos = lm.model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+    result = []
+    for row in output.sequences[:, len(input_ids):].tolist():
+        kept = []
+        for token in row:  # generate pads a row that finished early: cut after its EOS
+            kept.append(int(token))
+            if token in eos:
+                break
+        result.append(tuple(kept))
+    return result
+
+
+def prompt_pass_only(edit: Edit) -> Edit:
+    """`edit` on the first forward pass (the prompt's), the identity on every generated token after it."""
+    used = False
+
+    def once(hidden: torch.Tensor) -> torch.Tensor:
+        nonlocal used
+        if used:
+            return hidden
+        used = True
+        return edit(hidden)
+
+    return once
+
+
+def _replace(rows: list[int], position: int, states: torch.Tensor) -> Edit:
+    """Set hidden[rows[i], position] = states[i]; other rows and positions untouched."""
+
+    def edit(hidden: torch.Tensor) -> torch.Tensor:  # (batch, T, hidden)
+        hidden = hidden.clone()
+        hidden[rows, position] = states.to(device=hidden.device, dtype=hidden.dtype)
+        return hidden
+
+    return edit
+
+
+# ---------------------------------------------------------------- Patchscopes
+
+
+def patchscope_from_trace(lm: LoadedModel, source: Trace, source_position: int, target_prompt: str, *,
+                          layers: Sequence[int] | None = None, target_layer: int | None = None,
+                          placeholder: str = DEFAULT_PLACEHOLDER, max_new_tokens: int = 10, chat: bool = False,
+                          on_progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """`patchscope` with the source states read from an existing trace (a layer sweep never reruns the source).
+
+    chat=True wraps the target prompt in the model's chat template (the placeholder is found in the result).
+    on_progress(done_layers, total_layers) is called after each batch of layers.
+    """
+    _require_weights(lm)
+    layers = list(range(lm.num_layers)) if layers is None else [check_layer(lm, int(l)) for l in layers]
+    if not layers:
+        raise ValueError("Choose at least one source layer.")
+    if target_layer is not None:
+        check_layer(lm, target_layer)
+    if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= 200:
+        raise ValueError(f"max_new_tokens must be a whole number from 1 to 200, not {max_new_tokens!r}.")
+    length = len(source.token_ids)
+    if not -length <= source_position < length:
+        raise ValueError(f"Source position {source_position} is out of range: the source prompt has {length} tokens "
+                         f"(0 … {length - 1}).")
+    source_position %= length
+    if placeholder and placeholder not in target_prompt:
+        raise ValueError(f'The placeholder "{placeholder}" does not appear in the target prompt '
+                         f'"{_short(target_prompt)}": write it where the hidden state should go.')
+    text, ids, offsets = target_tokens(lm, target_prompt, chat)
+    ids, offsets = ids[:MAX_TRACE_TOKENS], offsets[:MAX_TRACE_TOKENS]
+    position = last_token_of(text, offsets, placeholder, "placeholder")
+
+    states = torch.from_numpy(np.ascontiguousarray(source.hidden_states[:, source_position]))  # (L+1, hidden)
+    texts: list[tuple[int, str, tuple[int, ...]]] = []
+    for start in range(0, len(layers), MAX_ROWS):
+        chunk = layers[start:start + MAX_ROWS]
+        by_target: dict[int, list[int]] = {}  # target layer -> rows patched there
+        for row, layer in enumerate(chunk):
+            by_target.setdefault(layer if target_layer is None else target_layer, []).append(row)
+        edits = {t: prompt_pass_only(_replace(rows, position, states[[chunk[r] for r in rows]]))
+                 for t, rows in by_target.items()}
+        for layer, new_ids in zip(chunk, generate_rows(lm, ids, len(chunk), edits, max_new_tokens)):
+            texts.append((layer, lm.tokenizer.decode(list(new_ids), skip_special_tokens=True), new_ids))
+        if on_progress is not None:
+            on_progress(start + len(chunk), len(layers))
+    return pd.DataFrame(texts, columns=["layer", "text", "token_ids"])
+
+
+def patchscope(lm: LoadedModel, source_prompt: str, source_position: int, target_prompt: str, *,
+               layers: Sequence[int] | None = None, target_layer: int | None = None,
+               placeholder: str = DEFAULT_PLACEHOLDER, max_new_tokens: int = 10) -> pd.DataFrame:
+    """For each source layer l: hidden_states[l][source_position] of `source_prompt`, patched into
+    hidden_states[target_layer or l] of `target_prompt` at the last token of the last `placeholder`,
+    on the prompt's forward pass only; then greedy generation.
+
+    Returns a DataFrame `layer`, `text` (new text only), `token_ids` (new ids): one row per source layer.
+    """
+    _require_weights(lm)
+    if placeholder and placeholder not in (target_prompt or ""):
+        raise ValueError(f'The placeholder "{placeholder}" does not appear in the target prompt '
+                         f'"{_short(target_prompt or "")}": write it where the hidden state should go.')
+    return patchscope_from_trace(lm, run_trace(lm, source_prompt), source_position, target_prompt, layers=layers,
+                                 target_layer=target_layer, placeholder=placeholder, max_new_tokens=max_new_tokens)
+
+
+def answer_changes(table: pd.DataFrame) -> pd.Series:
+    """True on the rows whose text differs from the previous layer's (the first row counts as a change)."""
+    texts = table["text"].str.strip()
+    return texts.ne(texts.shift()).rename("changed")
+
+
+def first_answer(text: str, separators: str = ";,\n") -> str:
+    """The continuation up to its first separator: the answer a few-shot prompt asks for."""
+    cut = min((i for i in (text.find(s) for s in separators) if i >= 0), default=len(text))
+    return text[:cut].strip()
