@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bench.common import print_table
 
-SKIP = {"common", "bounds", "__main__"}
+SKIP = {"common", "bounds", "real_shapes_child", "__main__"}
 
 
 def main() -> None:

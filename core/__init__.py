@@ -14,8 +14,10 @@ from core.context import similarity_curves, word_vectors_across
 from core.lens import logit_lens, token_trajectory
 from core.embeddings import nearest_tokens
 from core.attention import attention_weights
+from core.generate import Generation, Steer, generate, next_token_table
 
 __all__ = [
+    "Generation", "Steer", "generate", "next_token_table",
     "attention_weights",
     "similarity_curves", "word_vectors_across", "logit_lens", "token_trajectory", "nearest_tokens",
     "DEFAULT_PAIR", "PRESETS", "LoadedModel", "ModelLoadError", "SourceError", "Trace",

@@ -4,9 +4,9 @@
   table, attention q/k/v/o, MLP gate/up/down, norms, vision tower, projector,
   untied LM head). Built on `parameter_table`, so it sums to `count_parameters`
   and works for config-only models on the meta device.
-- `architecture_facts`: the summary a lecturer reads off a config (heads, KV
-  heads and the grouped-query-attention group size, activation, norm type,
-  RoPE θ and scaling, sliding-window/global layer pattern).
+- `architecture_facts` (core/facts.py, re-exported here): the summary a
+  lecturer reads off a config (heads, KV heads and the grouped-query-attention
+  group size, activation, norm type, position scheme, sliding-window pattern).
 - `aligned_layer`: one decoder layer of A next to one of B, tensors matched by
   role (q_proj ↔ q_proj …). Shapes follow PyTorch's nn.Linear convention
   (out, in): the right-hand number is the input size.
@@ -28,7 +28,8 @@ import torch
 
 from core.loading import LoadedModel
 from core.params import count_parameters, parameter_table
-from core.summary import PROJECTOR_PREFIXES, VISION_PREFIXES, parameter_split
+from core.facts import architecture_facts, gqa_explanation, layer_pattern  # noqa: F401  (re-exported for pages)
+from core.summary import PROJECTOR_PREFIXES, VISION_PREFIXES
 
 MAX_SIDE = 128  # the downsampled picture of a whole matrix is at most MAX_SIDE x MAX_SIDE cells
 MAX_BLOCK = 400  # largest top-left block a user may ask for
@@ -163,135 +164,6 @@ def parameter_list(lm: LoadedModel, one_layer: bool = False, search: str = "") -
 
 def format_shape(shape: tuple[int, ...]) -> str:
     return " × ".join(f"{d:,}" for d in shape) if shape else "scalar"
-
-
-# ---------------------------------------------------------------- summary facts
-
-
-def _rope_text(config, rotary_fraction: float = 1.0) -> str:
-    """RoPE θ and scaling, read from transformers 5's `rope_parameters` (or the older rope_theta/rope_scaling)."""
-    params = getattr(config, "rope_parameters", None)
-    if params is None:
-        theta = getattr(config, "rope_theta", None)
-        if theta is None:
-            return "—"
-        params = {"rope_theta": theta, **(getattr(config, "rope_scaling", None) or {})}
-    if params and all(isinstance(v, dict) for v in params.values()):  # per layer type (Gemma 3)
-        text = "; ".join(f"{kind.replace('_attention', '')} layers: {_rope_one(p)}" for kind, p in params.items())
-    else:
-        text = _rope_one(params)
-    if rotary_fraction < 1:
-        text += f", on {rotary_fraction:.0%} of each head's dimensions (the rest carry no position)"
-    return text
-
-
-def _rope_one(params: dict) -> str:
-    text = f"RoPE θ = {params.get('rope_theta', 0):,.0f}"
-    kind = params.get("rope_type", "default")
-    if kind and kind != "default":
-        factor = params.get("factor")
-        text += f", {kind} scaling" + (f" ×{factor:g}" if factor else "")
-    return text
-
-
-def positions_text(lm: LoadedModel) -> str:
-    """How the model knows word order, in words (position scheme from core/parts.py)."""
-    layout = lm.parts.layout
-    if layout.positions == "rope":
-        return _rope_text(lm.text_config, layout.rotary_fraction)
-    if layout.positions == "learned":
-        return "learned absolute positions (a table with one vector per position, added to the token vectors)"
-    if layout.positions == "alibi":
-        return "ALiBi (each head subtracts a penalty that grows with distance; no position vectors)"
-    return "none (the layers read the tokens in order, as a recurrence)"
-
-
-def _norm_text(lm: LoadedModel) -> str:
-    tc = lm.text_config
-    eps = next((getattr(tc, n) for n in ("rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon")
-                if isinstance(getattr(tc, n, None), float)), None)
-    layer0 = [n for n, _ in lm.parts.layers[0].named_parameters() if ("norm" in n or "ln_" in n) and n.endswith("weight")]
-    per_layer = f", {len(layer0)} per layer" if layer0 else ""
-    return f"{lm.parts.layout.norm}" + (f" (ε = {eps:g})" if eps else "") + per_layer
-
-
-def layer_pattern(lm: LoadedModel) -> str:
-    """'4 sliding-window layers (window 512 tokens), 2 global: global layers 5, 11' for Gemma 3;
-    'every layer attends to all earlier tokens' when no layer has a window."""
-    layout = lm.parts.layout
-    if not layout.has_attention:
-        return "no attention layers"
-    kinds = layout.layer_kinds
-    full = [i for i, kind in enumerate(kinds) if kind == "global"]
-    if len(full) == len(kinds):
-        return "every layer attends to all earlier tokens"
-    window = f"window {layout.sliding_window:,} tokens" if layout.sliding_window else "windowed"
-    if not full:
-        return f"every layer is a sliding-window layer ({window})"
-    return f"{len(kinds) - len(full)} sliding-window layers ({window}), {len(full)} global: global layers {', '.join(map(str, full))}"
-
-
-def _activation(tc) -> str:
-    names = ("hidden_activation", "hidden_act", "activation_function", "activation")  # Gemma, Llama, GPT-2/OPT, Falcon
-    return str(next((getattr(tc, n) for n in names if isinstance(getattr(tc, n, None), str)), "—"))
-
-
-def architecture_facts(lm: LoadedModel) -> dict[str, str]:
-    """Ordered label -> value (all strings); the same labels for every model, so A and B align."""
-    tc, layout = lm.text_config, lm.parts.layout
-    split = parameter_split(lm)
-    total = count_parameters(lm)
-    group = lm.num_heads // max(lm.num_kv_heads, 1)
-    if not lm.num_heads:
-        group_text = "— (no attention)"
-    elif lm.num_kv_heads == 1 and lm.num_heads > 1:
-        group_text = f"{group} (multi-query: all query heads share one key/value head)"
-    elif group > 1:
-        group_text = f"{group} query heads share each key/value head"
-    else:
-        group_text = "1 (every query head has its own key/value head)"
-    context = getattr(tc, "max_position_embeddings", None)
-    return {
-        "Architecture": type(lm.model).__name__,
-        "Parameters (total)": _count_text(total),
-        "… text model": _count_text(split["text"]),
-        "… vision tower": _count_text(split["vision"]) if split["vision"] else "none (text only)",
-        "… projector": _count_text(split["projector"]) if split["projector"] else "none",
-        "Layers": str(lm.num_layers),
-        "Hidden size": f"{lm.hidden_size:,}",
-        "Attention heads (query)": str(lm.num_heads) if lm.num_heads else "none",
-        "Key/value heads": str(lm.num_kv_heads) if lm.num_heads else "none",
-        "GQA group size": group_text,
-        "Head dimension": str(lm.head_dim) if lm.num_heads else "—",
-        "FFN size": f"{layout.mlp_width:,}" if layout.mlp_width else "—",
-        "Activation": _activation(tc),
-        "Norm": _norm_text(lm),
-        "Vocabulary (embedding rows)": f"{lm.vocab_size:,}",
-        "Tied embeddings (LM head = embedding table)": "yes" if lm.parts.tied else "no (separate LM head)",
-        "Positions": positions_text(lm),
-        "Context length": f"{context:,} tokens" if isinstance(context, int) else "—",
-        "Attention layer pattern": layer_pattern(lm),
-        "Weights loaded": "yes" if lm.has_weights else "no (config only: shapes, no values)",
-    }
-
-
-def _count_text(n: int) -> str:
-    return f"{n:,} ({n / 1e9:.2f} B)" if n >= 1e9 else f"{n:,} ({n / 1e6:.1f} M)"
-
-
-def gqa_explanation(lm: LoadedModel) -> str:
-    """Why k/v are smaller than q, from the model's own numbers (plain words)."""
-    if not lm.num_heads:
-        return f"{type(lm.model).__name__} has no attention heads: its layers mix tokens another way."
-    q_rows, kv_rows = lm.num_heads * lm.head_dim, lm.num_kv_heads * lm.head_dim
-    text = (f"q_proj makes {lm.num_heads} query heads × {lm.head_dim} numbers = {q_rows:,} outputs; "
-            f"k_proj and v_proj make {lm.num_kv_heads} key/value heads × {lm.head_dim} = {kv_rows:,}. ")
-    if lm.num_kv_heads < lm.num_heads:
-        text += (f"Each key/value head is shared by {lm.num_heads // lm.num_kv_heads} query heads (grouped-query "
-                 f"attention), so q and k still meet as {lm.head_dim}-number vectors, head by head.")
-    else:
-        text += "Every query head has its own key/value head."
-    return text
 
 
 # ---------------------------------------------------------------- one layer, aligned by role

@@ -35,18 +35,24 @@ SUMMARY_METRICS = {  # column -> plain description, shown in the dashboard
 }
 
 
-def require_attention(lm: LoadedModel) -> None:
-    """Raise UnsupportedArchitecture (a plain message) when the model has no attention weights to show."""
+def require_attention(lm: LoadedModel, trace: Trace | None = None) -> None:
+    """Raise UnsupportedArchitecture (a plain message) when there are no attention weights to show:
+    the model has no attention layers, or (given a trace) its forward pass returned no weights."""
     if not lm.num_heads:
         raise UnsupportedArchitecture(
             f"{lm.name} ({type(lm.model).__name__}) has no attention heads: its layers mix tokens another way "
             "(e.g. a state-space model), so there are no attention weights to show. Every other page works.")
+    if trace is not None and trace.attentions is None:
+        raise UnsupportedArchitecture(
+            f"{lm.name} ({type(lm.model).__name__}) returned no attention weights: its attention "
+            "implementation does not expose them (only eager attention does). Every other page works.")
 
 
 def attention_weights(lm: LoadedModel, prompt: str) -> tuple[list[str], np.ndarray]:
     """Token strings and the attention weights (layers, heads, T, T), rows summing to 1, causal."""
     require_attention(lm)
     trace = run_trace(lm, prompt)
+    require_attention(lm, trace)
     return list(trace.tokens), normalised(trace.attentions)
 
 
@@ -103,7 +109,7 @@ def kv_head_of(lm: LoadedModel) -> np.ndarray:
 
 def summary_table(lm: LoadedModel, trace: Trace) -> pd.DataFrame:
     """One row per (layer, head): its KV head, layer kind, and the four summaries."""
-    require_attention(lm)
+    require_attention(lm, trace)
     summaries = head_summaries(trace.attentions)
     layers, heads = trace.attentions.shape[:2]
     kinds, kv = layer_kinds(lm), kv_head_of(lm)

@@ -122,6 +122,9 @@ def steer_edit(lm: LoadedModel, steer: Steer) -> dict[int, Edit]:
     delta = (strength * vector).to(dtype)  # (hidden,), in the model's number format
     if not torch.isfinite(delta).all():
         raise ValueError(f"strength × vector overflows {dtype} (strength {strength:g}): choose a smaller strength.")
+    if not torch.isfinite(delta.float().pow(2).mean()):  # the layer norms square the state in float32
+        raise ValueError(f"strength × vector is too large for {lm.name} (strength {strength:g}): the layer norms "
+                         "would overflow and the output would be garbage. Choose a smaller strength.")
     placed: dict[torch.device, torch.Tensor] = {}
 
     def add(hidden: torch.Tensor) -> torch.Tensor:  # (batch, T, hidden) -> same

@@ -228,7 +228,8 @@ def layer_kinds(config, num_layers: int) -> tuple[str, ...]:
 def read_layout(config, decoder: torch.nn.Module, layers: torch.nn.ModuleList,
                 final_norm: torch.nn.Module | None) -> Layout:
     hidden = int(config.hidden_size)
-    has_attention = any(_first_attr(layer, ATTENTION_NAMES) is not None for layer in layers[:1])
+    # Every layer must attend: a hybrid (some state-space layers) has no full (layers, heads, T, T) picture.
+    has_attention = all(_first_attr(layer, ATTENTION_NAMES) is not None for layer in layers)
     heads = int(_num(config, "num_attention_heads") or 0) if has_attention else 0
     head_dim = _num(config, "head_dim") or (hidden // heads if heads else 0)
     width = None  # a state-space model's intermediate_size is its mixer's width, not an MLP's

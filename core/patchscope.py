@@ -110,7 +110,7 @@ def pad_id(lm: LoadedModel) -> int | None:
     return None
 
 
-def _require_weights(lm: LoadedModel) -> None:
+def require_weights(lm: LoadedModel) -> None:
     require_tokenizer(lm)
     if not lm.has_weights:
         raise ModelLoadError(f"{lm.name} was loaded from its config only: load its weights to run a prompt.")
@@ -182,7 +182,7 @@ def patchscope_from_trace(lm: LoadedModel, source: Trace, source_position: int, 
     chat=True wraps the target prompt in the model's chat template (the placeholder is found in the result).
     on_progress(done_layers, total_layers) is called after each batch of layers.
     """
-    _require_weights(lm)
+    require_weights(lm)
     layers = list(range(lm.num_layers)) if layers is None else [check_layer(lm, int(l)) for l in layers]
     if not layers:
         raise ValueError("Choose at least one source layer.")
@@ -227,7 +227,7 @@ def patchscope(lm: LoadedModel, source_prompt: str, source_position: int, target
 
     Returns a DataFrame `layer`, `text` (new text only), `token_ids` (new ids): one row per source layer.
     """
-    _require_weights(lm)
+    require_weights(lm)
     if placeholder and placeholder not in (target_prompt or ""):
         raise ValueError(f'The placeholder "{placeholder}" does not appear in the target prompt '
                          f'"{_short(target_prompt or "")}": write it where the hidden state should go.')

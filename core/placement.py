@@ -80,7 +80,7 @@ class Plan:
             how = "measured" if self.disk_speed_measured else "typical"
             text += (f" Offloaded to disk: each forward pass reads {size_text(self.bytes_on['disk'])} at "
                      f"{self.disk_bytes_per_s / 1e9:.1f} GB/s ({how}), about "
-                     f"{self.offloaded_seconds_per_forward:.1f} s extra per prompt.")
+                     f"{self.offloaded_seconds_per_forward:.2g} s extra per prompt.")
         elif self.execution_device not in ("cpu", "mps") and self.bytes_on.get("cpu"):
             text += (f" Layers in CPU RAM cross to the GPU on every forward pass: about "
                      f"{self.offloaded_seconds_per_forward:.2f} s extra per prompt.")
@@ -88,8 +88,10 @@ class Plan:
 
 
 def size_text(nbytes: float) -> str:
-    """Bytes for people: GiB from 1 GiB up, else MiB."""
-    return f"{nbytes / GIB:.2f} GiB" if nbytes >= GIB else f"{nbytes / 2**20:.1f} MiB"
+    """Bytes for people: GiB from 1 GiB up, MiB from 1 MiB up, else bytes."""
+    if nbytes >= GIB:
+        return f"{nbytes / GIB:.2f} GiB"
+    return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{int(nbytes):,} B"
 
 
 # ---------------------------------------------------------------- memory on each device
@@ -181,22 +183,21 @@ def plan_placement(meta_model: torch.nn.Module, dtype: torch.dtype, placement: s
 
 
 def _check(plan: Plan, placement: str, disk_free: int | None) -> None:
-    needed = plan.total_bytes
+    needed = size_text(plan.total_bytes)
     if placement in ("cpu", "gpu") and set(plan.bytes_on) - {plan.execution_device}:
         where = "the GPU" if placement == "gpu" else "CPU RAM"
-        free = sum(v for k, v in plan.limits.items() if k not in ("disk",)) * MEMORY_HEADROOM
+        free = sum(v for k, v in plan.limits.items() if k != "disk") * MEMORY_HEADROOM
         raise PlacementError(
-            f"needs about {needed / GIB:.1f} GiB, but only {free / GIB:.1f} GiB of memory is free in {where}. "
-            "Choose 'auto' or 'offload to disk' in the sidebar, pick bfloat16, or unload the other model first."
+            f"needs about {needed}, but only {size_text(free)} of memory is free in {where}. Choose 'auto' "
+            "or 'offload to disk' in the sidebar, pick bfloat16, or unload the other model first."
         )
     on_disk = plan.bytes_on.get("disk", 0)
     free_disk = disk_free if disk_free is not None else free_disk_bytes()
     if on_disk > free_disk:
         memory = sum(v for k, v in plan.bytes_on.items() if k != "disk")
         raise PlacementError(
-            f"is too big even with offloading: it needs about {needed / GIB:.1f} GiB; memory holds "
-            f"{memory / GIB:.1f} GiB and the disk has only {free_disk / GIB:.1f} GiB free for the other "
-            f"{on_disk / GIB:.1f} GiB."
+            f"is too big even with offloading: it needs about {needed}; memory holds {size_text(memory)} "
+            f"and the disk has only {size_text(free_disk)} free for the other {size_text(on_disk)}."
         )
 
 

@@ -13,8 +13,9 @@ Conventions (Hugging Face's):
   (`project_out`); the trace keeps it in the stack's own width (the input of
   `project_out`) so every entry has the same shape.
 - attentions[l, h, i, j] is how much token i attends to token j in layer l, head h.
-  A model without attention weights (a state-space model such as Mamba) has
-  attentions None; hidden states, logits and the lens still work.
+  A model without attention weights (a state-space model such as Mamba, or an
+  attention implementation that does not return them) has attentions None;
+  hidden states, logits and the lens still work.
 """
 
 from __future__ import annotations
@@ -104,14 +105,15 @@ def run_trace(lm: LoadedModel, prompt: str, max_tokens: int = MAX_TRACE_TOKENS) 
         out, last_hidden = _forward(lm, input_ids)
     except torch.OutOfMemoryError:
         raise ModelLoadError(out_of_memory_message(lm, len(ids))) from None
+    # No weights: a state-space model, or an attention implementation that does not expose them (sdpa and
+    # flash attention return an empty tuple). Hidden states and logits are still exact; core.attention says why.
     weights = getattr(out, "attentions", None)
-    if lm.num_heads and (weights is None or weights[0] is None):
-        raise RuntimeError("The model returned no attention weights (it must be loaded with eager attention).")
+    readable = bool(weights) and all(w is not None for w in weights)
 
     entries = out.hidden_states if last_hidden is None else (*out.hidden_states[:-1], last_hidden)
     hidden = torch.stack(entries)[:, 0].float().cpu().numpy()  # (L+1, T, H)
     attentions = None  # (L, heads, T, T)
-    if lm.num_heads:
+    if readable:
         attentions = _frozen(torch.stack(weights)[:, 0].to(torch.float16).cpu().numpy())
     last_logits = out.logits[0, -1].float().cpu().numpy()  # (V,)
     return Trace(

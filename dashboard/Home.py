@@ -33,6 +33,9 @@ PAGES = {  # section -> (file, title, icon)
         ("views/logit_lens.py", "Logit lens", ":material/visibility:"),
         ("views/attention.py", "Attention", ":material/grid_on:"),
     ],
+    "Intervene": [
+        ("views/next_token.py", "Next token and generation", ":material/keyboard_double_arrow_right:"),
+    ],
 }
 HERE = Path(__file__).parent
 # The page scripts live in views/, not pages/: a pages/ folder makes Streamlit fall back to its

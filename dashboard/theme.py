@@ -6,7 +6,8 @@ The sidebar switch ("Presentation", kept in the URL as `?present=1`) turns on:
   categorical palette (Okabe & Ito 2008, "Color Universal Design"), "cividis" for sequential
   scales (Nuñez, Anderton & Renslow 2018: designed to look the same to viewers with
   red–green colour blindness) and "blueorange" for diverging ones;
-- CSS that enlarges the page's text and its tables.
+- CSS that enlarges the page's text and its tables (Streamlit sizes both in rem, so one root font
+  size scales them; CSS zoom on a table would desynchronise its canvas from its layout).
 
 The theme is registered with `alt.theme.register` so a notebook can `alt.theme.enable` it, but
 the pages do not enable it: `alt.theme.enable` is process-wide, and one server is shared by every
@@ -102,7 +103,10 @@ def _recolour(node):
             scale.pop("scheme")
             scale["range"] = OKABE_ITO
         elif scheme in LOW_CONTRAST_SEQUENTIAL:
+            # One-hue ramps run light -> dark and cividis dark -> light: reversed, high values stay dark,
+            # so a chart's own text colours (white on dark cells) stay readable.
             scale["scheme"] = SEQUENTIAL
+            scale["reverse"] = not scale.get("reverse", False)
         node["scale"] = scale
     return node
 
@@ -134,7 +138,6 @@ def categorical_range(default: list[str] | None = None) -> list[str] | None:
 CSS = """
 <style>
 html { font-size: 20px; }
-[data-testid="stDataFrame"], [data-testid="stTable"] { zoom: 1.25; }
 [data-testid="stMarkdownContainer"] p, [data-testid="stCaptionContainer"] { color: #000; }
 </style>
 """

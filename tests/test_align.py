@@ -5,7 +5,10 @@ The expected tokens are computed here from sets of character indices (which char
 token's offset span holds), independently of core.align's interval arithmetic.
 """
 
+import json
+
 import numpy as np
+import pyarrow as pa
 import pytest
 import regex
 import torch
@@ -252,11 +255,12 @@ def test_attention_page_picking_a_word_outlines_each_models_row(smollm, gemma270
     assert rows == [3, 4]
     summaries = [m.value for m in app.markdown if m.value.startswith("The outlined row")]
     assert [s.split("`")[0] for s in summaries] == [f"The outlined row is the picked token {r} " for r in rows]
-    import json
-
-    specs = [json.loads(chart.proto.spec) for chart in app.get("vega_lite_chart")]
-    outlined = [spec for spec in specs if "layer" in spec and len(spec["layer"]) == 2]
+    outlined = []  # the head charts' second layer: the cells outlined in orange
+    for chart in app.get("vega_lite_chart"):
+        spec = json.loads(chart.proto.spec)
+        if len(spec.get("layer", [])) == 2:
+            data = {d.name: pa.ipc.open_stream(d.data.data).read_pandas() for d in chart.proto.datasets}
+            outlined.append(data[spec["layer"][1]["data"]["name"]])
     assert len(outlined) == 2
-    for spec, row in zip(outlined, rows):
-        outline = spec["datasets"][spec["layer"][1]["data"]["name"]]
-        assert {cell["query_pos"] for cell in outline} == {row} and len(outline) == row + 1
+    for cells, row in zip(outlined, rows):  # the whole causal row of the picked token: keys 0..row
+        assert set(cells["query_pos"]) == {row} and sorted(cells["key_pos"]) == list(range(row + 1))

@@ -5,14 +5,17 @@ Hub failures are simulated at the hub-client boundary (huggingface_hub.snapshot_
 because no machine here reaches the hub.
 """
 
+import json
 import shutil
+import tempfile
 
 import huggingface_hub
 import huggingface_hub.errors as hub_errors
 import pytest
+import torch
 from transformers import BertConfig, BertForMaskedLM
 
-import core.loading
+import core.placement
 from core.cache import cache_dir
 from tests.apptest import assert_clean, run_page
 
@@ -54,6 +57,22 @@ def bert_folder(tmp_path, tiny_folders):
     return str(tmp_path / "bert")
 
 
+def remote_code_folder(tmp_path, tiny_folders):
+    folder = tmp_path / "remote-code"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "my_custom_lm", "architectures": ["MyCustomLM"],
+                                                    "auto_map": {"AutoModelForCausalLM": "modeling_my.MyCustomLM"}}))
+    return str(folder)
+
+
+def unknown_architecture_folder(tmp_path, tiny_folders):
+    folder = tmp_path / "unknown-architecture"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "brand_new_arch",
+                                                    "architectures": ["BrandNewForCausalLM"]}))
+    return str(folder)
+
+
 # case -> (source for model A, how to break the world, expected words on the page)
 CASES = {
     "unknown model id": ("nobody/no-such-model", lambda mp: mp.setattr(
@@ -68,9 +87,19 @@ CASES = {
     "folder without weights": (folder_without_weights, None, "no .safetensors weights"),
     "corrupt safetensors file": (corrupt_folder, None, "corrupt or incomplete"),
     "non-causal model (tiny BERT)": (bert_folder, None, "not a causal"),
-    "model that would not fit in memory": ("tiny-llama", lambda mp: mp.setattr(
-        core.loading, "available_memory", lambda device: 10_000), "of memory is free"),
+    "no network (real hub client, empty cache)": ("Qwen/Qwen2.5-0.5B", lambda mp: mp.setattr(
+        huggingface_hub.constants, "HF_HUB_CACHE", tempfile.mkdtemp(prefix="empty-hub-cache-")),
+        "Offline: could not reach the Hugging Face hub for Qwen/Qwen2.5-0.5B"),
+    "remote-code-only architecture": (remote_code_folder, None, "needs its own Python code to run"),
+    "architecture transformers does not know": (unknown_architecture_folder, None, "which transformers"),
+    # Smaller RAM / disk than the model cannot be had on demand here: the free-memory readings are replaced.
+    "model that would not fit in memory with 'CPU only'": ("tiny-llama", lambda mp: mp.setattr(
+        core.placement, "free_ram_bytes", lambda: 10_000), "of memory is free in CPU RAM"),
+    "model too big even for offload": ("tiny-llama", lambda mp: (
+        mp.setattr(core.placement, "free_ram_bytes", lambda: 10_000),
+        mp.setattr(core.placement, "free_disk_bytes", lambda folder=None: 10_000)), "too big even with offloading"),
 }
+PLACEMENT = {"model that would not fit in memory with 'CPU only'": "cpu"}
 
 
 def _snapshot(path):
@@ -84,6 +113,7 @@ def test_bad_model_choice_is_a_message(case, monkeypatch, tmp_path, tiny_folders
     if case == "gated model without a token":
         monkeypatch.delenv("HF_TOKEN")
         monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    run_page(query={"a": "gemma-3-270m"})  # model B is in the server's store before the world breaks
     if break_world:
         break_world(monkeypatch)
     if callable(source):
@@ -92,7 +122,7 @@ def test_bad_model_choice_is_a_message(case, monkeypatch, tmp_path, tiny_folders
         source = str(tiny_folders["llama"])
     before_cache, before_tmp = _snapshot(cache_dir() / "converted"), _snapshot(tmp_path)
 
-    app = run_page(query={"a": source, "a_weights": "1"})
+    app = run_page(query={"a": source, "a_weights": "1", "place_a": PLACEMENT.get(case, "auto")})
 
     assert_clean(app)
     messages = " ".join(e.value for e in app.error)
@@ -109,3 +139,29 @@ def test_same_model_for_a_and_b_is_one_copy():
     slot_a, slot_b = app.session_state["_slots"]
     assert slot_a.lm is slot_b.lm  # one model in memory, shown twice
     assert " ".join(t.value.to_csv() for t in app.table).count(B_COUNT) == 2
+
+
+def test_out_of_memory_halfway_through_a_trace_is_a_message(monkeypatch, tiny_folders):
+    """A GPU that runs out of memory in the second of three layers. No GPU exists here, so that layer
+    raises what torch raises then (torch.OutOfMemoryError): simulated on CPU, for Llama layers only
+    (model B, Gemma 3 270M, is untouched and must keep working)."""
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    real_forward = LlamaDecoderLayer.forward
+
+    def second_layer_runs_out(self, *args, **kwargs):
+        if self.self_attn.layer_idx == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward(self, *args, **kwargs)
+
+    query = {"a": str(tiny_folders["llama"]), "hs_prompt": "the apple is green"}
+    monkeypatch.setattr(LlamaDecoderLayer, "forward", second_layer_runs_out)
+    app = run_page("views/hidden_states.py", query=query)
+    assert_clean(app)
+    assert any("ran out of memory on this" in e.value for e in app.error)
+    entries = [m.value for m in app.metric if m.label == "Hidden-state entries"]
+    assert entries == ["19"]  # model B: Gemma 3 270M, 18 layers + embeddings
+    monkeypatch.setattr(LlamaDecoderLayer, "forward", real_forward)
+    app = run_page("views/hidden_states.py", query=query)  # the failure was not cached
+    assert not any("ran out of memory" in e.value for e in app.error)
+    assert sorted(m.value for m in app.metric if m.label == "Hidden-state entries") == ["19", "4"]

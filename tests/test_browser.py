@@ -153,6 +153,7 @@ def test_exports_hold_the_numbers_the_page_shows(app_url):
     import re
     import xml.etree.ElementTree as ET
 
+    import numpy as np
     import pandas as pd
     from PIL import Image
 
@@ -178,6 +179,24 @@ def test_exports_hold_the_numbers_the_page_shows(app_url):
             bars[re.search(r"Where: ([^;]+)", label).group(1)] = int(re.search(r"Entries: ([\d,]+)", label).group(1)
                                                                      .replace(",", ""))
         assert bars == dict(zip(table["where"], table["tokens"]))
+        # the chart on the page is drawn by the same Vega as SVG: its marks carry the same labels
+        on_page = page.evaluate("""() => [...document.querySelectorAll('[data-testid="stVegaLiteChart"] svg [aria-label]')]
+            .map(e => e.getAttribute('aria-label')).filter(l => l.includes('Entries: '))""")
+        exported = [x.replace("&amp;", "&") for x in re.findall(r'aria-label="([^"]*Entries: [^"]*)"', svg)]
+        assert sorted(on_page) == sorted(exported) and len(on_page) == 3
+
+        # a table: the cells of model A's embedding row on the page (Streamlit's grid mirrors the
+        # visible cells in an accessible <table>) = the same rows of its CSV export
+        cells = page.evaluate("""() => [...document.querySelectorAll('[data-testid="stDataFrame"] table')]
+            .map(t => [...t.querySelectorAll('tr')].map(r => [...r.querySelectorAll('th, td')].map(c => c.innerText)))
+            .filter(rows => rows.length > 1 && rows[0].join('|') === 'dimension|value')""")[0]
+        row_csv = pd.read_csv(download(page, "csv-embedding_row_A"), comment="#")
+        # the weights are float32: the grid prints the value widened to float64 (-0.007167816162109375),
+        # the CSV the shortest text that reads back as the same float32 (-0.007167816)
+        shown_rows = [(int(d), np.float32(v)) for d, v in cells[1:]]
+        assert len(shown_rows) >= 5
+        exported = [(int(d), np.float32(v)) for d, v in zip(row_csv["dimension"], row_csv["value"])]
+        assert shown_rows == exported[:len(shown_rows)]
         drawn = " ".join(t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text"))
         assert "Page: Vocabulary" in drawn and "Model B: gemma-3-270m" in drawn
 

@@ -134,16 +134,23 @@ def page_files() -> list[str]:
 
 @pytest.mark.app
 @pytest.mark.embedded
-def test_every_chart_of_every_page_has_png_and_svg_downloads_that_parse():
+def test_every_chart_of_every_page_has_png_and_svg_downloads_that_parse(monkeypatch):
     from tests.apptest import ENTRY, assert_clean
     from streamlit.testing.v1 import AppTest
 
+    import vl_convert
+
+    renders = []  # nothing may be rendered while a page runs: only a click renders
+    for name in ("vegalite_to_svg", "svg_to_png"):
+        original = getattr(vl_convert, name)
+        monkeypatch.setattr(vl_convert, name, lambda *a, _f=original, _n=name, **k: renders.append(_n) or _f(*a, **k))
     app = AppTest.from_file(ENTRY, default_timeout=600)
     app.run()
     checked = {}
     for file in page_files():
         app.switch_page(file).run()
         assert_clean(app)
+        assert renders == [], (file, renders)
         elements = list(walk(app.main))
         kinds = [e.type for e in elements]
         charts = [i for i, kind in enumerate(kinds) if kind in ("vega_lite_chart", "image")]
@@ -167,5 +174,26 @@ def test_every_chart_of_every_page_has_png_and_svg_downloads_that_parse():
                 back = pd.read_csv(io.BytesIO(export.csv_bytes(item.table, item.prov)), comment="#")
                 assert back.shape == item.table.shape, (file, item.name)
         checked[file] = len(charts)
+        del renders[:]  # the page's own rendering above is not a page run
     assert sum(checked.values()) >= 15, checked  # the pages of the lecture draw charts; none was skipped
     assert re.fullmatch(r"[0-9a-f]{7,}(-dirty)?|.*-g[0-9a-f]+(-dirty)?|unknown.*", export.app_version())
+
+
+def test_presentation_style_enlarges_and_recolours_without_touching_the_data():
+    import theme
+    from charts.vocabulary import overlap_chart
+
+    counts = pd.DataFrame({"where": ["only in A", "shared", "only in B"], "tokens": [3, 46, 216]})
+    plain = export.altair_dict(overlap_chart(counts))
+    styled = theme.presentation_spec(plain)
+    assert styled["config"]["axis"]["labelFontSize"] == theme.LABEL > 11  # Vega's default is 10
+    assert styled["encoding"]["color"]["scale"]["range"] == theme.OKABE_ITO[:3]
+    assert styled["datasets"] == plain["datasets"]  # same numbers
+    heat = {"mark": "rect", "data": {"values": [{"x": 0, "p": 0.1}, {"x": 1, "p": 0.9}]},
+            "encoding": {"x": {"field": "x", "type": "ordinal"},
+                         "color": {"field": "p", "type": "quantitative", "scale": {"scheme": "blues"}}}}
+    scale = theme.presentation_spec(heat)["encoding"]["color"]["scale"]
+    assert scale == {"scheme": "cividis", "reverse": True}  # high values stay the dark end
+    svg = export.chart_svg(styled, PROV)
+    colours = {c.lower() for c in re.findall(r'fill="(#[0-9a-fA-F]{6})"', svg)}
+    assert {c.lower() for c in theme.OKABE_ITO[:3]} <= colours  # the bars are drawn in Okabe–Ito

@@ -1,5 +1,9 @@
 """Logit lens: checked against the model's own forward pass and an independent norm + head in NumPy."""
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -23,16 +27,20 @@ def softmax(x):
     return e / e.sum(-1, keepdims=True)
 
 
-def numpy_norm_head(lm, h):
-    """Final RMSNorm + tied LM head + Gemma soft-capping, in float64 NumPy (the papers' formulas)."""
+def numpy_norm_head(lm, h, normed=False, cap=True):
+    """Final RMSNorm + tied LM head + Gemma soft-capping, in float64 NumPy (the papers' formulas).
+
+    `normed`: h already went through the final norm (the last hidden-state entry); `cap=False`
+    leaves the soft-cap out.
+    """
     norm = lm.decoder.norm
     w = norm.weight.detach().double().numpy()
     eps = getattr(norm, "variance_epsilon", None) or norm.eps
     scale = (1.0 + w) if lm.config.model_type.startswith("gemma") else w  # Gemma stores weight - 1
-    x = h / np.sqrt((h**2).mean(-1, keepdims=True) + eps) * scale
+    x = h if normed else h / np.sqrt((h**2).mean(-1, keepdims=True) + eps) * scale
     logits = x @ lm.lm_head.weight.detach().double().numpy().T
-    cap = getattr(lm.text_config, "final_logit_softcapping", None)
-    return cap * np.tanh(logits / cap) if cap else logits
+    softcap = getattr(lm.text_config, "final_logit_softcapping", None) if cap else None
+    return softcap * np.tanh(logits / softcap) if softcap else logits
 
 
 @pytest.mark.parametrize("name", ["tiny_llama", "tiny_gemma"])
@@ -61,13 +69,36 @@ def test_middle_layers_match_independent_norm_and_head(name, request):
         np.testing.assert_allclose(got["prob"], probs.max(-1), rtol=1e-4, atol=1e-6)
 
 
-def test_gemma_softcap_is_applied(tiny_gemma):
-    """With final_logit_softcapping=30 no logit can exceed 30: the top probability is bounded accordingly."""
-    assert tiny_gemma.text_config.final_logit_softcapping == 30.0
-    _, hidden = forward(tiny_gemma, PROMPT)
-    raw = hidden[1] @ tiny_gemma.lm_head.weight.detach().double().numpy().T  # no norm, no cap
-    capped = numpy_norm_head(tiny_gemma, hidden[1])
-    assert np.abs(capped).max() <= 30.0 and not np.allclose(raw, capped)
+def test_gemma_softcap_is_applied(tiny_folders, tmp_path):
+    """core's lens caps the logits as the model does (cap * tanh(logits / cap)), at every layer.
+
+    The tiny Gemma's raw logits stay below 0.5, where a cap of 30 changes nothing measurable, so
+    this copy of it gets a cap of 0.2: below its largest raw logit, so capped and uncapped
+    distributions differ clearly and a lens that skipped the cap would fail.
+    """
+    from core import load_model
+
+    folder = Path(shutil.copytree(tiny_folders["gemma3"], tmp_path / "gemma3-cap"))
+    config = json.loads((folder / "config.json").read_text())
+    config["final_logit_softcapping"] = 0.2
+    (folder / "config.json").write_text(json.dumps(config))
+    lm = load_model(str(folder))
+    cap = lm.text_config.final_logit_softcapping
+    assert cap == 0.2
+    logits, hidden = forward(lm, PROMPT)
+    assert np.abs(logits).max() <= cap  # the model's own forward applies the cap
+    vocab = logits.shape[-1]
+    table = logit_lens(lm, PROMPT, k=vocab)  # every token's probability
+    for layer, h in enumerate(hidden):
+        got = table[table["layer"] == layer].pivot(index="position", columns="token_id", values="prob").to_numpy()
+        if layer == len(hidden) - 1:
+            capped = softmax(logits)  # the last entry: exactly the model's own (capped) prediction
+            raw = softmax(numpy_norm_head(lm, h, normed=True, cap=False))
+        else:
+            capped = softmax(numpy_norm_head(lm, h))
+            raw = softmax(numpy_norm_head(lm, h, cap=False))
+        assert np.abs(np.log(capped) - np.log(raw)).max() > 0.05  # the cap matters at this layer...
+        np.testing.assert_allclose(got, capped, rtol=1e-4, atol=1e-7)  # ...and core applied it
 
 
 def test_bf16_model_on_cpu_matches_its_own_logits(tiny_folders):

@@ -126,8 +126,85 @@ def test_real_pair_fits_24_gib_in_bf16_but_not_fp32():
 
 
 def test_a_model_that_does_not_fit_is_refused_before_loading(tiny_folders):
+    # One memory only (device_map=None, or "cpu"): refused. "auto" offloads instead (tests/test_offload.py).
     with pytest.raises(ModelLoadError, match="only 0.0 GiB of memory is free"):
-        load_model(str(tiny_folders["llama"]), available_bytes=1000)
+        load_model(str(tiny_folders["llama"]), available_bytes=1000, device_map=None)
+    with pytest.raises(ModelLoadError, match="of memory is free in CPU RAM"):
+        load_model(str(tiny_folders["llama"]), available_bytes=1000, device_map="cpu")
+
+
+def test_offline_hub_id_with_the_real_hub_client(monkeypatch, tmp_path):
+    """No mock: the real huggingface_hub client, an empty cache, and this machine's lack of network."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for repo_id in ("Qwen/Qwen2.5-0.5B", "someone/made-up-model-xyz"):
+        with pytest.raises(ModelLoadError) as caught:
+            load_model(repo_id, weights=False)
+        assert str(caught.value).startswith(f"Offline: could not reach the Hugging Face hub for {repo_id}.")
+        assert "not a transformers model" not in str(caught.value)
+
+
+def test_offline_errors_are_not_mistaken_for_a_missing_file():
+    """LocalEntryNotFoundError (no connection) subclasses EntryNotFoundError (no such file): order matters."""
+    from core.loading import hub_error_message
+
+    offline = hub_error_message(hub_errors.LocalEntryNotFoundError("cannot find the snapshot"), "a/b")
+    assert offline.startswith("Offline: could not reach the Hugging Face hub for a/b.")
+    missing = hub_error_message(_http_error(hub_errors.RemoteEntryNotFoundError, 404), "a/b")
+    assert "No such model" in missing or "not a transformers model" in missing
+
+
+def test_remote_code_and_unknown_architectures_are_plain_messages(tmp_path):
+    import json
+
+    for name, config, expected in [
+        ("custom", {"model_type": "phi_custom_xyz", "auto_map": {"AutoModelForCausalLM": "modeling_x.X"}},
+         "needs its own Python code to run"),
+        ("unknown", {"model_type": "brand_new_arch", "architectures": ["BrandNewForCausalLM"]},
+         "uses the architecture 'brand_new_arch', which transformers"),
+    ]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(config))
+        with pytest.raises(ModelLoadError, match=expected):
+            load_model(str(tmp_path / name))
+
+
+def test_a_model_on_the_meta_device_raises_our_message(tiny_folders):
+    """Config only (weights on the meta device, tokenizer present): every analysis says so, none fails on devices."""
+    from core.attention import attention_weights
+    from core.context import similarity_curves
+    from core.embeddings import arithmetic, nearest_tokens, project_words
+    from core.lens import logit_lens, token_trajectory
+
+    lm = load_model(str(tiny_folders["llama"]), weights=False)
+    assert lm.device == "meta" and lm.tokenizer is not None
+    calls = [lambda: run_trace(lm, "the apple"), lambda: logit_lens(lm, "the apple"),
+             lambda: token_trajectory(lm, "the apple"), lambda: attention_weights(lm, "the apple"),
+             lambda: similarity_curves(lm, ["the apple", "an apple"], "apple"),
+             lambda: nearest_tokens(lm, "apple"), lambda: arithmetic(lm, "king", "man", "woman"),
+             lambda: project_words(lm, ["apple", "green", "the"])]
+    for call in calls:
+        with pytest.raises(ModelLoadError, match="loaded from its config only"):
+            call()
+
+
+def test_out_of_memory_halfway_through_a_trace_is_a_message(tiny_folders, monkeypatch):
+    """A GPU running out of memory in layer 2 of 3. There is no GPU here, so the layer raises the
+    exception torch raises then (torch.OutOfMemoryError) — simulated, on a model loaded for this test only."""
+    lm = load_model(str(tiny_folders["llama"]))
+    layer = lm.parts.layers[1]
+    real_forward = layer.forward
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(layer, "forward", out_of_memory)
+    tokens = len(lm.tokenizer("the apple is green")["input_ids"])
+    with pytest.raises(ModelLoadError, match=f"ran out of memory on this {tokens}-token prompt"):
+        run_trace(lm, "the apple is green")
+    monkeypatch.setattr(layer, "forward", real_forward)
+    assert not lm.lock.locked()  # the failed pass released the model
+    assert run_trace(lm, "the apple is green").hidden_states.shape[0] == 4
 
 
 def test_local_source_errors(tmp_path, tiny_folders):

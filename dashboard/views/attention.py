@@ -123,6 +123,7 @@ st.caption("Pick a layer and a head (or click a square in the summaries below). 
 def up_close(slot) -> None:
     require_attention(slot.lm)  # a model without attention (state-space) gets a plain message in its column
     trace = ui.trace_for(slot, prompt)
+    require_attention(slot.lm, trace)  # attention that returned no weights: the same, said plainly
     ui.truncation_note(slot, trace)
     row = selection.focus(slot.label) if selection else len(trace.tokens) - 1
     layer, head = picked_head(slot, clamp=True)
@@ -160,7 +161,8 @@ st.caption("One small square per head, same layout as above: rows attend to colu
 
 
 def grid(slot) -> None:
-    require_attention(slot.lm)
+    if not slot.lm.num_heads or ui.trace_for(slot, prompt).attentions is None:  # said once, up close
+        return
     selected = picked_head(slot)
     png = grid_png(slot.key, prompt, hide_first, log_scale, shared, selected)
     # The PNG is drawn at the size it is shown: a wider one would be shrunk and re-encoded as JPEG by st.image.
@@ -181,7 +183,8 @@ st.caption("One square per head, averaged over all tokens but the first. Click a
 
 
 def summary(slot) -> None:
-    require_attention(slot.lm)
+    if not slot.lm.num_heads or ui.trace_for(slot, prompt).attentions is None:  # said once, up close
+        return
     table = summaries(slot.key, prompt)
     export.show_vega_lite(summary_spec(slot.key, prompt, metric), f"attention_summaries_{slot.label}_chart",
                           settings={"summary": metric}, width="stretch", key=f"attn_pick_{slot.label}",

@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
+from core.parts import UnsupportedArchitecture
 from core.summary import model_card
 
 st.title("Two language models, side by side")
@@ -18,8 +19,11 @@ cards = {}
 for slot in slots:
     if slot.lm is None:
         st.error(f"Model {slot.label} ({slot.key.source}) could not be loaded: {slot.error}")
-    else:
+        continue
+    try:
         cards[slot.title] = model_card(slot.lm)
+    except UnsupportedArchitecture as error:  # an architecture whose parts cannot be found (core/parts.py)
+        st.error(f"Model {slot.label} ({slot.key.source}): {error}")
 
 st.header("The two models")
 if cards:
@@ -50,7 +54,7 @@ st.write("Loaded models and computed traces are kept for every user of this serv
          "memory; the models chosen in the sidebar are loaded again on the next click.")
 models, traces = ui.cache_contents()
 if len(models):
-    st.dataframe(models, hide_index=True)
+    st.table(models.set_index("model"))
 else:
     st.caption("No model is loaded.")
 st.write(traces)

@@ -1,0 +1,105 @@
+"""Next token and generation: the distribution a model puts on the next token, and continuations (greedy or sampled)."""
+
+import numpy as np
+import streamlit as st
+
+import export
+import intervene_ui
+import ui
+from charts.intervene import next_token_chart
+from core.generate import next_token_logits, top_tokens
+
+PRESETS = {
+    "The capital of France is": "The capital of France is",
+    "Once upon a time": "Once upon a time",
+    "What is the capital of France?": "What is the capital of France?",
+    "天氣預": "天氣預",
+    "the apple is green. what color is the apple?": "the apple is green. what color is the apple?",
+}
+PREFIX = "nt"
+
+st.title("Next token and generation")
+st.markdown(
+    "A language model is a function: it reads an unfinished text and gives a **probability for every token** "
+    "of its vocabulary to come next. Below are each model's most likely next tokens for your prompt. To write "
+    "more than one token, the model picks one, appends it to the text and runs again, token after token: "
+    "that is a **continuation**."
+)
+prompt = ui.text_input("Prompt", key=f"{PREFIX}_prompt", default="The capital of France is")
+ui.preset_buttons(PRESETS, f"{PREFIX}_prompt", label="Presets")
+if not prompt.strip():
+    st.warning("Type a prompt, or click a preset.")
+    st.stop()
+
+# ---------------------------------------------------------------- chat template
+st.header("What the model reads")
+st.caption("Instruct models (the embedded SmolLM2) were trained on conversations in a fixed format. With the chat "
+           "template on, the prompt is sent as a user's message in that format and the model writes the "
+           "assistant's reply. Base models have no template: the prompt is read as typed.")
+chat = {}
+
+
+def reading(slot) -> None:
+    chat[slot.label] = intervene_ui.chat_toggle(slot, PREFIX)
+    intervene_ui.model_text(slot, prompt, chat[slot.label])
+
+
+ui.side_by_side(reading, need_weights=True)
+
+# ---------------------------------------------------------------- next-token distribution
+st.header("The next token")
+controls = st.columns([1, 3])
+with controls[0]:
+    k = ui.number_input("Tokens shown", key=f"{PREFIX}_k", default=10, min_value=1, max_value=30)
+with controls[1]:
+    temperature = intervene_ui.float_slider("Temperature T", f"{PREFIX}_t", 1.0, 0.0, 3.0, 0.05)
+st.markdown(
+    f"**What the temperature does.** The model gives each token a score; the probabilities are "
+    f"softmax(score / T). At **T = 1** they are the model's own. **Below 1** the gaps between scores grow: "
+    f"the favourite takes more of the probability (at T = 0 all of it: that is *greedy* decoding). "
+    f"**Above 1** the gaps shrink and unlikely tokens get more of a chance, so sampled text gets more varied "
+    f"and, far above 1, random. Now: T = {temperature:g}."
+)
+
+
+@st.cache_data(max_entries=32, show_spinner="Running the prompt…")
+def logits_for(key, prompt: str, chat: bool) -> np.ndarray:
+    return next_token_logits(ui.cached_model(key), prompt, chat=chat)  # (vocab,)
+
+
+def distribution(slot) -> None:
+    if slot.label not in chat:
+        return  # the model's column above already shows why it cannot run
+    table = top_tokens(slot.lm, logits_for(slot.key, prompt, chat[slot.label]), k, temperature)
+    export.show_chart(next_token_chart(table, temperature), f"next_token_{slot.label}", table=table,
+                      settings={"model": slot.key.source, "temperature": temperature, "k": k,
+                                "chat template": chat[slot.label]}, width="stretch")
+    st.dataframe(table.style.format({"prob": "{:.2%}"}), hide_index=True, width="stretch")
+
+
+ui.side_by_side(distribution, need_weights=True)
+
+# ---------------------------------------------------------------- continuation
+st.header("Continuation")
+st.caption("Greedy decoding always takes the most likely token, so it gives the same text every time. Sampling "
+           "draws each token at random from softmax(score / T), among the top-p most likely tokens; the seed "
+           "fixes the random draws, so the same settings give the same text again.")
+settings = intervene_ui.generation_settings(PREFIX)
+buttons = st.columns([1, 1, 4])
+clicked = buttons[0].button("Generate", type="primary", icon=":material/play_arrow:", width="stretch")
+buttons[1].button("Stop", icon=":material/stop:", width="stretch",
+                  help="Stops the generation now (the text so far is kept).")
+if clicked:
+    intervene_ui.clear_generations(PREFIX)
+
+
+def continuation(slot) -> None:
+    if slot.label not in chat:
+        return
+    if clicked:
+        intervene_ui.stream_generation(slot, PREFIX, prompt, chat[slot.label], settings)
+    else:
+        intervene_ui.show_generation(slot, PREFIX, prompt, chat[slot.label], settings)
+
+
+ui.side_by_side(continuation, need_weights=True)
