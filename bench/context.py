@@ -13,9 +13,10 @@
    empty -> randn): the lens only needs the final norm and the head, and its
    input is a random hidden-state stack of the real shape (29, T, 3072).
    The trace-vs-forward ratio on that model uses the reduced layer count too.
-   On a CPU without bf16 instructions the model's own bf16 head is ~5x slower
-   than fp32, so the lens upcasts the head in blocks; its bound is the fp32
-   matmul, and the bf16 head is timed on one chunk and scaled.
+   The lens runs the head in bf16 or in fp32 blocks, whichever core/lens.py's
+   probe measured faster on this CPU (`upcast_head`); both matmuls are timed
+   here (the bf16 one on one chunk, scaled), and the bound column is the head
+   matmul at the faster dtype's measured FLOP/s (bench/bounds.py).
 
     python -m bench.context [--quick]
 """
@@ -29,10 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.bounds import head_bound as matmul_bound
 from bench.common import Row, main, timed
 from core import load_model, run_trace
 from core.context import similarity_curves, word_vectors_across
-from core.lens import _chunks, last_position_table, lens_grid, logit_lens, token_trajectory
+from core.lens import last_position_table, lens_grid, logit_lens, token_trajectory, upcast_head
 from core.loading import LoadedModel
 from core.trace import Trace
 
@@ -171,14 +173,16 @@ def measure(quick: bool) -> list[Row]:
     rows_per_chunk = (256 * 2**20) // (4 * big.vocab_size)
     case = f"Llama-3.2-3B head 128,256 x 3,072 bf16, 29 x {tokens} rows (chunks of {rows_per_chunk})"
     lens_s = timed(lambda: logit_lens(big, trace, 5), 1)
-    weight32 = big.lm_head.weight.float()  # the fp32 bound: what the CPU's fastest matmul needs
-    rows.append(Row("logit lens vs fp32 LM-head matmul (CPU bound)", case, lens_s,
-                    timed(lambda: head_bound(big, trace, weight32), 1), "s", "close to 1x (ref ~12 s at 128 tokens)"))
+    path = "fp32 blocks" if upcast_head("cpu", torch.bfloat16) else "bf16"
+    bound, _ = matmul_bound(29 * tokens, 3072, big.vocab_size, torch.bfloat16)
+    weight32 = big.lm_head.weight.float()  # an fp32 copy of the head: the fp32 matmul alone
+    rows.append(Row(f"logit lens ({path}, picked by the probe) vs fp32 LM-head matmul", case, lens_s,
+                    timed(lambda: head_bound(big, trace, weight32), 1), "s", "close to 1x", bound=bound))
     del weight32
-    sample = min(rows_per_chunk, 29 * tokens)  # the model's own bf16 head is ~5x slower here: time one chunk, scale
+    sample = min(rows_per_chunk, 29 * tokens)  # time one chunk of the model's own bf16 head, scale
     bf16_s = timed(lambda: head_bound(big, trace, rows_limit=sample), 1) * (29 * tokens) / sample
-    rows.append(Row("logit lens vs the model's bf16 LM-head matmul (1 chunk timed, scaled)", case, lens_s, bf16_s,
-                    "s", "< 1x: lens upcasts to fp32 blocks"))
+    rows.append(Row(f"logit lens ({path}, picked by the probe) vs the model's bf16 LM-head matmul "
+                    "(1 chunk timed, scaled)", case, lens_s, bf16_s, "s", "close to 1x", bound=bound))
     rows += page_switch_rows(repeat)
     return rows
 

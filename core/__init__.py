@@ -15,9 +15,11 @@ from core.lens import logit_lens, token_trajectory
 from core.embeddings import nearest_tokens
 from core.attention import attention_weights
 from core.generate import Generation, Steer, generate, next_token_table
+from core.steering import steering_vector
+from core.patchscope import patchscope
 
 __all__ = [
-    "Generation", "Steer", "generate", "next_token_table",
+    "Generation", "Steer", "generate", "next_token_table", "steering_vector", "patchscope",
     "attention_weights",
     "similarity_curves", "word_vectors_across", "logit_lens", "token_trajectory", "nearest_tokens",
     "DEFAULT_PAIR", "PRESETS", "LoadedModel", "ModelLoadError", "SourceError", "Trace",

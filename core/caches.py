@@ -35,7 +35,7 @@ class _Load:
 
     future: Future = field(default_factory=Future)
     fraction: float = 0.0
-    message: str = "Waiting to load"
+    message: str = "Waiting for the other model to finish loading"
 
     def report(self, fraction: float, message: str) -> None:
         self.fraction, self.message = fraction, message
@@ -55,6 +55,9 @@ class ModelStore:
         self._models: OrderedDict[Hashable, object] = OrderedDict()
         self._loading: dict[Hashable, _Load] = {}
         self._lock = threading.Lock()
+        # One load at a time: two at once would double the peak memory, make each fit check read
+        # memory the other is about to take, and race inside transformers' lazy imports.
+        self._one_load_at_a_time = threading.Lock()
         self.loads_started: Counter = Counter()
 
     def get(self, key: Hashable, progress: Callable | None = None, poll_seconds: float = 0.1,
@@ -77,18 +80,18 @@ class ModelStore:
                 self.loads_started[key] += 1
                 threading.Thread(target=self._run, args=(key, job, load or self._load), daemon=True,
                                  name=f"load-{getattr(key, 'source', key)}").start()
-        shown = None
         while True:
             try:
                 return job.future.result(timeout=poll_seconds)
             except FutureTimeout:
-                if progress and (job.fraction, job.message) != shown:  # redraw only what changed
-                    shown = (job.fraction, job.message)
-                    progress(*shown)
+                if progress:  # also the caller's chance to stop waiting (Streamlit raises here)
+                    progress(job.fraction, job.message)
 
     def _run(self, key: Hashable, job: _Load, load: Callable) -> None:
         try:
-            model = load(key, job.report)
+            with self._one_load_at_a_time:
+                job.report(0.0, "Loading")
+                model = load(key, job.report)
         except BaseException as error:  # noqa: BLE001 - handed to every waiting caller, never cached
             with self._lock:
                 self._loading.pop(key, None)

@@ -15,11 +15,12 @@ from core.params import count_parameters
 from core.summary import parameter_split
 
 
-def _rope_text(config, rotary_fraction: float = 1.0) -> str:
-    """RoPE θ and scaling, read from transformers 5's `rope_parameters` (or the older rope_theta/rope_scaling)."""
+def _rope_text(config, rotary_fraction: float = 1.0, theta: float | None = None) -> str:
+    """RoPE θ and scaling, read from transformers 5's `rope_parameters` (or the older rope_theta/rope_scaling;
+    `theta` when the config names neither, as GPT-J's rotary_dim with its fixed base)."""
     params = getattr(config, "rope_parameters", None)
     if params is None:
-        theta = getattr(config, "rope_theta", None)
+        theta = getattr(config, "rope_theta", None) or theta
         if theta is None:
             return "—"
         params = {"rope_theta": theta, **(getattr(config, "rope_scaling", None) or {})}
@@ -45,7 +46,8 @@ def positions_text(lm: LoadedModel) -> str:
     """How the model knows word order, in words (position scheme from core/parts.py)."""
     layout = lm.parts.layout
     if layout.positions == "rope":
-        return _rope_text(lm.text_config, layout.rotary_fraction)
+        theta = layout.rope_theta if isinstance(layout.rope_theta, (int, float)) else None
+        return _rope_text(lm.text_config, layout.rotary_fraction, theta)
     if layout.positions == "learned":
         return "learned absolute positions (a table with one vector per position, added to the token vectors)"
     if layout.positions == "alibi":
@@ -131,11 +133,16 @@ def gqa_explanation(lm: LoadedModel) -> str:
     if not lm.num_heads:
         return f"{type(lm.model).__name__} has no attention heads: its layers mix tokens another way."
     q_rows, kv_rows = lm.num_heads * lm.head_dim, lm.num_kv_heads * lm.head_dim
-    text = (f"q_proj makes {lm.num_heads} query heads × {lm.head_dim} numbers = {q_rows:,} outputs; "
-            f"k_proj and v_proj make {lm.num_kv_heads} key/value heads × {lm.head_dim} = {kv_rows:,}. ")
+    text = (f"The query projection (q_proj) makes {lm.num_heads} query heads × {lm.head_dim} numbers = "
+            f"{q_rows:,} outputs; the key and value projections (k_proj, v_proj) make {lm.num_kv_heads} "
+            f"key/value head{'s' if lm.num_kv_heads > 1 else ''} × {lm.head_dim} = {kv_rows:,} each. ")
     if lm.num_kv_heads < lm.num_heads:
-        text += (f"Each key/value head is shared by {lm.num_heads // lm.num_kv_heads} query heads (grouped-query "
+        kind = "multi-query" if lm.num_kv_heads == 1 else "grouped-query"
+        text += (f"Each key/value head is shared by {lm.num_heads // lm.num_kv_heads} query heads ({kind} "
                  f"attention), so q and k still meet as {lm.head_dim}-number vectors, head by head.")
     else:
         text += "Every query head has its own key/value head."
+    fused = {"qkv_proj", "c_attn", "query_key_value", "Wqkv"}  # Phi-3, GPT-2, GPT-NeoX/Falcon, MPT
+    if any(set(name.split(".")) & fused for name, _ in lm.parts.layers[0].named_parameters()):
+        text += " This model computes all three in one fused matrix."
     return text

@@ -31,8 +31,9 @@ from core.trace import Trace, run_trace
 CHUNK_BYTES = 256 * 2**20  # logits of one chunk of rows (fp32) stay under this
 VOCAB_BLOCK = 16_384  # rows of a 16-bit head upcast to fp32 at a time (200 MB of fp32 for hidden 3072)
 # The probe that picks the head path: rows x hidden against a block of vocabulary rows.
-# Big enough that call overheads do not decide it (0.5 GFLOP a call), small enough to pay once.
-PROBE_SHAPE = (128, 1024, 2048)
+# 256 rows: the upcast's share of the fp32 path falls as rows grow, and the lens's chunks hold
+# hundreds of rows; 1 GFLOP a call: big enough that call overheads do not decide it, cheap once.
+PROBE_SHAPE = (256, 1024, 2048)
 
 
 def _trace(lm: LoadedModel, prompt: str | Trace) -> Trace:

@@ -14,7 +14,8 @@ query attention, Ainslie et al. 2023; Falcon's multi-query attention, Shazeer
 2019), head dimension, MLP width, the position scheme (RoPE, Su et al. 2021,
 with θ and the rotary fraction; learned absolute positions; ALiBi, Press et al.
 2022), the norm type, which layers use a sliding window, and what the model
-does to its logits after the head (Gemma's soft-capping, Granite's scaling).
+does to its logits after the head (Gemma's soft-capping, Granite's and
+Cohere's scaling).
 Config names differ by family (`n_head`, `ffn_dim`, `multi_query`…); the few
 tables below say only what transformers' config does not.
 
@@ -43,9 +44,10 @@ DECODER_WRAPPERS = ("language_model", "decoder")
 # The attribute holding the decoder blocks, by family: Llama/Gemma/Mistral/Qwen/Phi-3/OLMo/StableLM/Granite/
 # NeoX/OPT use `layers`; GPT-2, Falcon, Bloom, GPT-J use `h`; a few use `blocks`.
 LAYER_LISTS = ("layers", "h", "blocks", "block")
-# The final norm applied after the last block. `norm_f`: Mamba; `final_layernorm`: Phi-1/2, Persimmon.
-FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f")
-# Attention module inside one block, and its output projection (for per-head views).
+# The final norm applied after the last block. `norm_f`: Mamba, MPT; `final_layernorm`: Phi-1/2, Persimmon, Jamba;
+# `final_norm`: RecurrentGemma; `ln_out`: RWKV; `layer_norm`: XGLM, BioGPT.
+FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f", "final_norm", "ln_out", "layer_norm")
+# The attention module inside one block (Llama & co. / GPT-2 / GPT-NeoX / Falcon); none: a state-space block.
 ATTENTION_NAMES = ("self_attn", "attn", "attention", "self_attention")
 # Learned absolute position tables: GPT-2 `wpe`, OPT `embed_positions`, BERT-style `position_embeddings`.
 POSITION_TABLES = ("wpe", "embed_positions", "position_embeddings")
@@ -72,7 +74,7 @@ class Layout:
     layer_kinds: tuple[str, ...]  # "sliding" or "global", one per layer
     sliding_window: int | None
     logit_softcap: float | None  # Gemma 2/3: logits = cap * tanh(logits / cap)
-    logit_scale: float | None  # Granite: logits = head(x) / logit_scale
+    logit_multiplier: float | None  # logits = head(x) * this: Granite 1 / logits_scaling, Cohere logit_scale
 
     @property
     def has_attention(self) -> bool:
@@ -109,8 +111,8 @@ class Parts:
 
     def adjust_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """What the model does to the head's output before returning logits: Granite's division, Gemma's cap."""
-        if self.layout.logit_scale:
-            logits = logits / self.layout.logit_scale
+        if self.layout.logit_multiplier is not None:
+            logits = logits * self.layout.logit_multiplier
         if self.layout.logit_softcap:
             logits = torch.tanh(logits / self.layout.logit_softcap) * self.layout.logit_softcap
         return logits
@@ -198,13 +200,13 @@ def rope_of(config) -> tuple[float | dict[str, float] | None, float]:
     return theta, float(fraction or 1.0)
 
 
-def position_scheme(config, decoder: torch.nn.Module) -> str:
+def position_scheme(config, decoder: torch.nn.Module, rope_theta) -> str:
     """'alibi', 'rope', 'learned' or 'none'. ALiBi first: Falcon's config carries rope_parameters either way."""
     if getattr(config, "alibi", False) or getattr(config, "model_type", "") in ALIBI_FAMILIES:
         return "alibi"
     if _first_attr(decoder, POSITION_TABLES) is not None:
         return "learned"
-    if rope_of(config)[0] is not None:
+    if rope_theta is not None:
         return "rope"
     return "none"
 
@@ -225,6 +227,13 @@ def layer_kinds(config, num_layers: int) -> tuple[str, ...]:
     return ("sliding" if sliding else "global",) * num_layers
 
 
+def logit_multiplier(config) -> float | None:
+    """The factor the model applies to its head's output, or None. Granite divides by `logits_scaling`;
+    Cohere multiplies by `logit_scale`."""
+    factor = 1.0 / (_num(config, "logits_scaling") or 1.0) * (_num(config, "logit_scale") or 1.0)
+    return None if factor == 1.0 else factor
+
+
 def read_layout(config, decoder: torch.nn.Module, layers: torch.nn.ModuleList,
                 final_norm: torch.nn.Module | None) -> Layout:
     hidden = int(config.hidden_size)
@@ -236,7 +245,9 @@ def read_layout(config, decoder: torch.nn.Module, layers: torch.nn.ModuleList,
     if has_attention:
         width = next((int(getattr(config, n)) for n in MLP_WIDTH_NAMES if _num(config, n)), 4 * hidden)
     theta, fraction = rope_of(config)
-    positions = position_scheme(config, decoder) if has_attention else "none"
+    if theta is None and _num(config, "rotary_dim") and head_dim:  # GPT-J, CodeGen: fixed base 10,000
+        theta, fraction = 10_000.0, _num(config, "rotary_dim") / head_dim
+    positions = position_scheme(config, decoder, theta) if has_attention else "none"
     # OPT-350m has no final norm (post-norm blocks): the norm type is then the blocks' own.
     norm = final_norm or next((m for m in layers[0].modules() if "norm" in type(m).__name__.lower()), None)
     kinds = layer_kinds(config, len(layers))
@@ -246,5 +257,5 @@ def read_layout(config, decoder: torch.nn.Module, layers: torch.nn.ModuleList,
         rope_theta=theta if positions == "rope" else None, rotary_fraction=fraction if positions == "rope" else 0.0,
         norm=norm_kind(norm), layer_kinds=kinds,
         sliding_window=_num(config, "sliding_window") if "sliding" in kinds else None,
-        logit_softcap=_num(config, "final_logit_softcapping"), logit_scale=_num(config, "logits_scaling"),
+        logit_softcap=_num(config, "final_logit_softcapping"), logit_multiplier=logit_multiplier(config),
     )

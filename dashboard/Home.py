@@ -35,6 +35,8 @@ PAGES = {  # section -> (file, title, icon)
     ],
     "Intervene": [
         ("views/next_token.py", "Next token and generation", ":material/keyboard_double_arrow_right:"),
+        ("views/patchscopes.py", "Patchscopes", ":material/troubleshoot:"),
+        ("views/steering.py", "Steering", ":material/alt_route:"),
     ],
 }
 HERE = Path(__file__).parent

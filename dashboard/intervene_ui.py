@@ -153,12 +153,16 @@ def show_generation(slot: ui.Slot, prefix: str, prompt: str, chat: bool, setting
         st.caption("(no text: the model ended at once)")
     made = GenerationSettings(**record["settings"])
     if not record["done"]:
-        st.warning(f"Stopped after {record['tokens']} tokens.", icon=":material/stop_circle:")
+        st.warning(f"Stopped after {_count(record['tokens'])}.", icon=":material/stop_circle:")
     else:
         ending = ("reached the token limit" if record.get("finished") == "length"
                   else "the model ended its answer")
-        st.caption(f"{record['tokens']} tokens in {record['seconds']:.1f} s ({ending}).")
+        st.caption(f"{_count(record['tokens'])} in {record['seconds']:.1f} s ({ending}).")
     st.caption(f"Made with: {made.describe()}; chat template {'on' if record['chat'] else 'off'}.")
     if (record["prompt"], record["chat"], made) != (prompt, chat, settings):
         st.caption("The prompt or settings above have changed since: click **Generate** for a new continuation.")
 
+
+
+def _count(tokens: int) -> str:
+    return f"{tokens} token" if tokens == 1 else f"{tokens} tokens"

@@ -145,3 +145,27 @@ def test_embedded_gguf_header_counts_match_the_loaded_model(smollm):
     from core.sources import embedded_gguf_path
 
     assert gguf_parameter_count(embedded_gguf_path("smollm2-135m")) == count_parameters(smollm)
+
+
+@pytest.mark.app
+def test_sidebar_placement_is_in_the_url_and_home_shows_and_frees_the_caches(tiny_folders):
+    from tests.apptest import assert_clean, run_page
+
+    folder = str(tiny_folders["gemma3"])
+    app = run_page(query={"a": folder, "b": folder, "place_b": "disk"})
+    assert_clean(app)
+    assert app.query_params["place_b"] == ["disk"] if isinstance(app.query_params["place_b"], list) \
+        else app.query_params["place_b"] == "disk"
+    slot_a, slot_b = app.session_state["_slots"]
+    assert slot_a.key.placement == "auto" and slot_b.key.placement == "disk"
+    assert slot_a.lm is not slot_b.lm  # the placement is part of the cache key
+    captions = [c.value for c in app.sidebar.caption]
+    assert any(c.startswith("Model B: Weights: ") and "on disk" in c for c in captions)
+    memory = next(t.value for t in app.table if "times loaded" in t.value.columns)
+    rows = memory.loc[folder]
+    assert sorted(rows["placement"].str.contains("on disk")) == [False, True]
+    assert (rows["times loaded"].astype(int) == 1).all()
+    traces = next(m.value for m in app.markdown if m.value.startswith("Traces: "))
+    assert "budget" in traces
+    next(b for b in app.button if b.label == "Unload all models").click().run()
+    assert_clean(app)

@@ -23,8 +23,8 @@ def test_page_temperature_chat_and_generate():
     assert app.toggle(key="nt_chat_a").value is True
     assert app.toggle(key="nt_nochat_B").value is False and app.toggle(key="nt_nochat_B").disabled
     seen = [c.value for c in app.code]
-    assert any(text.startswith("<|im_start|>") and "user\nThe capital of France is<|im_end|>" in text
-               and text.endswith("<|im_start|>assistant\n") for text in seen)
+    assert any(text.startswith("<|im_start|>system") and text.endswith(  # (st.code drops the final newline)
+        "<|im_start|>user\nThe capital of France is<|im_end|>\n<|im_start|>assistant") for text in seen), seen
     assert any(text == "<bos>The capital of France is" for text in seen)
 
     before = _tables(app)

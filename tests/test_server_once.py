@@ -2,9 +2,9 @@
 
 No mock: a real `streamlit run` server, a real browser, and the server's own log. transformers
 prints one "Loading weights" progress bar per `from_pretrained`, so the log counts the loads.
-The browser clicks another page while the first model is still loading: Streamlit interrupts
-the running script for the rerun (it raises inside the script thread), which used to throw the
-load away and load the model a second time. Home's memory table ("times loaded") must agree.
+While the first model is still loading, the browser clicks a sidebar toggle off and on again:
+Streamlit interrupts the running script for each rerun (it raises inside the script thread),
+which used to throw the load away and load the model a second time. Home's memory table ("times loaded") must agree.
 """
 
 import os
@@ -48,18 +48,25 @@ def test_an_interrupted_first_run_does_not_load_the_models_twice(tmp_path):
     try:
         with browser_page() as page:
             page.goto(f"http://127.0.0.1:{port}/")
-            # The first model's progress bar is on the page: its load is under way. Go to another page
-            # now, as an impatient visitor does: Streamlit interrupts the running script for the rerun.
+            # The first model's progress bar is on the page: its load is under way. Switch model A's
+            # "Load the weights" off and on again, as a hesitant visitor does: each click asks for a
+            # rerun, and Streamlit interrupts the running script for it. Model A's choice ends as it began.
             page.locator('[data-testid="stProgress"]').first.wait_for(timeout=240_000)
             finished_at_click = log_path.read_text().count(LOAD_FINISHED)
-            page.get_by_role("link", name="Vocabulary").click()
+            toggle = page.locator('[data-testid="stSidebar"]').get_by_text("Load the weights").first
+            toggle.click()
+            page.wait_for_timeout(300)
+            toggle.click()
             wait_until_idle(page, 300)
             page.get_by_role("link", name="Home").click()
             wait_until_idle(page, 300)
             table = page.locator('[data-testid="stTable"]').last.inner_text()
     finally:
         process.terminate()
-        process.wait(10)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
     log = log_path.read_text()
     assert finished_at_click < 2, "the click came after both loads ended: nothing was interrupted"
     assert log.count(LOAD_STARTED) == 2, log  # SmolLM2 once, Gemma 3 270M once

@@ -1,7 +1,11 @@
 """Tiny random-weight models of the real architectures, saved as HF snapshot folders.
 
 They go through exactly the code path of a downloaded hub model
-(config.json + model.safetensors + tokenizer files in a folder).
+(config.json + model.safetensors + tokenizer files in a folder). Besides
+Llama and Gemma 3 (text, and with a vision tower), `ARCHITECTURES` lists one
+tiny model of each family the README promises (Mistral, Qwen2/3, Phi-3,
+OLMo-2, Gemma 2, StableLM, Granite, GPT-2, GPT-NeoX, OPT, Falcon), and
+`UNREADABLE` a state-space model without attention (Mamba).
 """
 
 from __future__ import annotations

@@ -27,4 +27,4 @@ def next_token_chart(table: pd.DataFrame, temperature: float) -> alt.Chart:
     )
     bars = base.mark_bar(color="#4c78a8")
     labels = base.mark_text(align="left", dx=3, fontSize=11).encode(text=alt.Text("prob:Q", format=".1%"))
-    return (bars + labels).properties(height=BAR_PX * len(data) + 10)
+    return (bars + labels).properties(height=alt.Step(BAR_PX))  # one fixed-height row per token

@@ -7,6 +7,7 @@ import export
 import intervene_ui
 import ui
 from charts.intervene import next_token_chart
+from charts.lens import visible
 from core.generate import next_token_logits, top_tokens
 
 PRESETS = {
@@ -74,7 +75,8 @@ def distribution(slot) -> None:
     export.show_chart(next_token_chart(table, temperature), f"next_token_{slot.label}", table=table,
                       settings={"model": slot.key.source, "temperature": temperature, "k": k,
                                 "chat template": chat[slot.label]}, width="stretch")
-    st.dataframe(table.style.format({"prob": "{:.2%}"}), hide_index=True, width="stretch")
+    shown = table.assign(token=table["token"].map(visible))  # a space or line break stays visible (· ↵)
+    st.dataframe(shown.style.format({"prob": "{:.2%}"}), hide_index=True, width="stretch")
 
 
 ui.side_by_side(distribution, need_weights=True)

@@ -1,0 +1,99 @@
+"""Speed of the intervention sweeps (Patchscopes, steering) against (layers × one generation).
+
+A layer sweep could be run as one generation per layer. Ours reads every source
+state from one trace and runs all layers of the target as one batch (row i
+patched or steered at layer i only), so it should cost well under
+layers × one generation. Measured on the embedded pair, side by side in one run:
+
+1. Patchscopes, every source layer, 10 new tokens, entity-description prompt:
+   `patchscope_from_trace` vs layers × one greedy `generate` of the same target.
+2. Steered continuations of the test prompt at every layer (12 new tokens):
+   `steered_continuations` vs layers × one steered `generate`.
+3. "Try every layer" scores (3 held-out prompts, next token only): `layer_sweep`
+   vs layers × one generation of 12 tokens (what scoring by generating would cost
+   at the least).
+The source / list traces are computed once before timing; run_trace is counted
+during each sweep (must be 0).
+
+    python -m bench.intervene [--quick]
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench.common import Row, main, timed
+from core import load_model, run_trace
+from core.chat import has_chat_template, model_text
+from core.generate import Steer, generate
+from core.patchscope import DESCRIPTION_PROMPT, patchscope_from_trace, word_position
+from core.steering import PRESETS, directions_from_traces, layer_sweep, steered_continuations
+
+SOURCE, WORD = "Diana, Princess of Wales", "Wales"
+
+
+def _count_traces(monkeypatched: list):
+    import core.patchscope
+    import core.steering
+
+    original = core.patchscope.run_trace
+
+    def counting(*args, **kwargs):
+        monkeypatched.append(1)
+        return original(*args, **kwargs)
+
+    core.patchscope.run_trace = core.steering.run_trace = counting
+    return original
+
+
+def measure(quick: bool = False) -> list[Row]:
+    rows = []
+    repeat = 1 if quick else 2
+    for name in ("smollm2-135m", "gemma-3-270m"):
+        lm = load_model(name)
+        layers = lm.num_layers
+        source = run_trace(lm, SOURCE)
+        position = word_position(source, WORD)
+        calls: list = []
+        original = _count_traces(calls)
+        try:
+            one = timed(lambda: generate(lm, DESCRIPTION_PROMPT, max_new_tokens=10), repeat)
+            sweep = timed(lambda: patchscope_from_trace(lm, source, position, DESCRIPTION_PROMPT, max_new_tokens=10),
+                          repeat)
+            rows.append(Row("Patchscopes sweep vs layers × one generation", f"{name}, {layers} layers, 10 tokens",
+                            sweep, layers * one, "s", "< 1x; source traced once"))
+
+            preset = PRESETS["Refuse vs comply (lecture; chat on)"]
+            chat = has_chat_template(lm)
+            positive = [run_trace(lm, model_text(lm, p, chat)) for p in preset["positive"]]
+            negative = [run_trace(lm, model_text(lm, p, chat)) for p in preset["negative"]]
+            directions = directions_from_traces(positive, negative)
+            calls.clear()
+            layer = layers // 2
+            steer = Steer(layer, directions[layer], 4.0)
+            one_steered = timed(lambda: generate(lm, preset["test_prompt"], max_new_tokens=12, chat=chat, steer=steer),
+                                repeat)
+            continuations = timed(lambda: steered_continuations(lm, directions, preset["test_prompt"], 4.0, chat=chat,
+                                                                max_new_tokens=12), repeat)
+            rows.append(Row("steered continuations at every layer vs layers × one steered generation",
+                            f"{name}, {layers} layers, 12 tokens, chat {'on' if chat else 'off'}", continuations,
+                            layers * one_steered, "s", "< 1x"))
+            one_plain = timed(lambda: generate(lm, preset["test_prompt"], max_new_tokens=12, chat=chat), repeat)
+            start = time.perf_counter()
+            layer_sweep(lm, directions, preset["held_out"], 4.0, preset["positive_words"], preset["negative_words"],
+                        chat=chat)
+            scores = time.perf_counter() - start
+            rows.append(Row("'Try every layer' scores (3 held-out prompts) vs layers × one generation",
+                            f"{name}, {layers} layers", scores, layers * one_plain, "s", "< 1x"))
+            rows.append(Row("source / list traces recomputed during the sweeps", name, float(len(calls)), 1.0,
+                            "traces", "0"))
+        finally:
+            import core.patchscope
+            import core.steering
+
+            core.patchscope.run_trace = core.steering.run_trace = original
+    return rows
+
+
+if __name__ == "__main__":
+    main(measure)
