@@ -53,7 +53,35 @@ def rss_mb() -> float:
     return psutil.Process(os.getpid()).memory_info().rss / 1e6
 
 
+def machine_line() -> str:
+    """The facts that decide these figures: CPU (bf16 instructions or not), cores, threads, wait policy, load.
+
+    A bf16 matmul runs on AVX512-BF16 / AMX where the CPU has them and is emulated (several
+    times slower than fp32) where it does not; a loaded machine with spinning OpenMP threads is
+    slower again (README "Benchmarks"). A table without these facts cannot be compared with another.
+    """
+    import torch
+
+    flags = set()
+    cpuinfo = Path("/proc/cpuinfo")
+    model = "unknown CPU"
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name") and model == "unknown CPU":
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    bf16 = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags] or ["no bf16 instructions"]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{model}, {os.cpu_count()} cores, torch {torch.__version__} capability "
+            f"{torch.backends.cpu.get_cpu_capability()} ({', '.join(bf16)}), {torch.get_num_threads()} threads, "
+            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}, load average {load}, "
+            f"{psutil.virtual_memory().available / 2**30:.1f} GiB free")
+
+
 def print_table(rows: list[Row]) -> str:
+    print(f"Machine: {machine_line()}", flush=True)
     lines = ["| benchmark | case | ours | baseline | ratio | target | bound | ours / bound | load |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

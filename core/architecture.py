@@ -51,8 +51,8 @@ ROLE_PATTERNS = [
     ("Attention o", r"(o_proj|out_proj|attn\.c_proj|attention\.dense|\.wo)\."),
     ("MLP gate+up (fused)", r"gate_up_proj\."),
     ("MLP gate", r"(gate_proj|\.w1)\."),
-    ("MLP up", r"(up_proj|c_fc|fc1|dense_h_to_4h|\.w3)\."),
-    ("MLP down", r"(down_proj|mlp\.c_proj|fc2|dense_4h_to_h|\.w2)\."),
+    ("MLP up", r"(up_proj|c_fc|fc1|fc_in|dense_h_to_4h|\.w3)\."),  # fc_in: GPT-J
+    ("MLP down", r"(down_proj|mlp\.c_proj|fc2|fc_out|dense_4h_to_h|\.w2)\."),
     ("Position embedding", r"(wpe|position_embeddings|embed_positions)\."),
     ("Embedding table", r"(embed_tokens|wte|word_embeddings|embed_in|embeddings)\."),
     ("LM head (untied)", r"^(lm_head|embed_out)\."),

@@ -29,6 +29,7 @@ vocabulary at the prompt's last position, its top k rows.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -73,13 +74,14 @@ class Generation:
     seed: int
     max_new_tokens: int
     seconds: float
-    prompt_truncated: bool = False
+    ended: bool = False  # the model produced its end-of-text token (else it ran to max_new_tokens)
+    prompt_truncated: bool = False  # the prompt was cut at MAX_PROMPT_TOKENS
     settings: dict = field(default_factory=dict)  # extra facts to show with the result (e.g. steering)
 
     @property
     def finished(self) -> str:
-        """'length' if it ran to max_new_tokens, else 'end' (the model produced its end-of-text token)."""
-        return "length" if len(self.token_ids) >= self.max_new_tokens else "end"
+        """'end' if the model ended its text itself, 'length' if it ran to max_new_tokens."""
+        return "end" if self.ended else "length"
 
     @property
     def tokens_per_second(self) -> float:
@@ -191,6 +193,21 @@ class _CallbackStreamer(BaseStreamer):
         pass
 
 
+def _eos_ids(lm: LoadedModel) -> set[int]:
+    eos = lm.model.generation_config.eos_token_id
+    eos = eos if isinstance(eos, (list, tuple)) else [eos]
+    return {int(i) for i in eos if i is not None}
+
+
+def _model_ids(lm: LoadedModel, prompt: str, chat: bool) -> list[int]:
+    """The prompt's ids; a chat prompt cut at MAX_PROMPT_TOKENS would lose its assistant turn, so it is refused."""
+    ids = prompt_ids(lm, prompt, chat)
+    if chat and len(ids) > MAX_PROMPT_TOKENS:
+        raise ValueError(f"With the chat template, the prompt is {len(ids):,} tokens for {lm.name}; at most "
+                         f"{MAX_PROMPT_TOKENS} are run here. Shorten it, or turn the chat template off.")
+    return ids
+
+
 def _pad_id(lm: LoadedModel) -> int | None:
     config = lm.model.generation_config
     for candidate in (config.pad_token_id, lm.tokenizer.pad_token_id, config.eos_token_id):
@@ -241,7 +258,8 @@ def generate_ids(lm: LoadedModel, input_ids: list[int], *, max_new_tokens: int, 
     return Generation(
         text=lm.tokenizer.decode(list(new_ids), skip_special_tokens=True), token_ids=new_ids,
         prompt_ids=tuple(input_ids), temperature=float(temperature), top_p=float(top_p), seed=seed,
-        max_new_tokens=max_new_tokens, seconds=seconds, prompt_truncated=truncated)
+        max_new_tokens=max_new_tokens, seconds=seconds, ended=bool(new_ids) and new_ids[-1] in _eos_ids(lm),
+        prompt_truncated=truncated)
 
 
 def generate(lm: LoadedModel, prompt: str, *, max_new_tokens: int = 20, temperature: float = 0.0,
@@ -250,17 +268,17 @@ def generate(lm: LoadedModel, prompt: str, *, max_new_tokens: int = 20, temperat
     """The continuation of `prompt` (new text only). chat=True wraps it in the model's chat template first."""
     _require_weights(lm)
     edits = steer_edit(lm, steer) if steer is not None else None
-    generation = generate_ids(lm, prompt_ids(lm, prompt, chat), max_new_tokens=max_new_tokens,
+    generation = generate_ids(lm, _model_ids(lm, prompt, chat), max_new_tokens=max_new_tokens,
                               temperature=temperature, top_p=top_p, seed=seed, edits=edits, on_token=on_token)
-    if steer is not None:
-        generation.settings.update(steer_layer=steer.layer, steer_strength=float(steer.strength))
-    return generation
+    if steer is None:
+        return generation
+    return dataclasses.replace(generation, settings={"steer_layer": steer.layer, "steer_strength": float(steer.strength)})
 
 
 def next_token_logits(lm: LoadedModel, prompt: str, *, chat: bool = False) -> np.ndarray:
     """The model's next-token scores after `prompt` (its last position), as float32: (vocab,)."""
     _require_weights(lm)
-    ids = prompt_ids(lm, prompt, chat)[:MAX_PROMPT_TOKENS]
+    ids = _model_ids(lm, prompt, chat)[:MAX_PROMPT_TOKENS]  # a plain prompt is cut, as run_trace cuts it
     input_ids = torch.tensor([ids], device=lm.device)  # (1, T)
     with lm.lock, torch.inference_mode():
         logits = lm.model(input_ids=input_ids, use_cache=False, logits_to_keep=1).logits  # (1, 1, vocab)

@@ -61,7 +61,7 @@ def _pick_by(prefix: str, labels: list[str]) -> str:
 
 def _describe(label: str, trace: Trace, positions) -> str:
     if not positions:
-        return f"**{label}**: no token (these characters were not run)"
+        return f"**{label}**: no token covers them (a start token covers no character; text past the token limit was not run)"
     return f"**{label}**: " + ", ".join(f"{p}: `{visible(trace.tokens[p])}`" for p in positions)
 
 
@@ -104,6 +104,15 @@ def pick(prefix: str, prompt: str, traces: dict[str, Trace]) -> Selection | None
     return selection
 
 
+def _clicked(prefix: str, labels: list[str]) -> None:
+    """A click on a token of the strip picks that token (before the picker widgets are drawn again)."""
+    points = st.session_state.get(f"{prefix}_strip", {}).get("selection", {}).get("token", [])
+    if points and points[0].get("model") in labels and "position" in points[0]:
+        label = points[0]["model"]
+        st.session_state[f"{prefix}_pick_by"] = label
+        st.session_state[f"{prefix}_tok_{label.lower()}"] = str(int(points[0]["position"]))
+
+
 def _word_label(prompt: str, option: str) -> str:
     start, end = (int(v) for v in option.split("-"))
     return f"{prompt[start:end]}  (characters {start}–{end})"
@@ -125,10 +134,11 @@ def _strip(prefix: str, prompt: str, traces: dict[str, Trace], selection: Select
     titles = {slot.label: slot.title for slot in ui.current_slots() if slot.label in traces}
     export.show_chart(alignment_strip(rows, prompt, window, selection.span, cuts, titles), f"{prefix}_alignment",
                       table=rows, settings={"picked characters": f"{selection.span[0]}-{selection.span[1]}"},
-                      width="stretch")
-    st.caption("Each box is one token, placed over the characters it covers (byte pieces of one character "
-               "share its width; the start token sits left of character 0). Dashed lines: cuts both models "
-               "make; the text between two of them is a span both models cover with whole tokens."
+                      width="stretch", key=f"{prefix}_strip", on_select=lambda: _clicked(prefix, list(traces)),
+                      selection_mode="token")
+    st.caption("Click a token to pick it. Each box is one token, placed over the characters it covers (byte "
+               "pieces of one character share its width; the start token sits left of character 0). Dashed lines: "
+               "cuts both models make; the text between two of them is a span both models cover with whole tokens."
                + (f" Characters {window[0]}–{window[1] - 1} of {seen:,} are drawn." if seen > STRIP_CHARS else ""))
     with st.expander("The alignment table: every shared span and its tokens"):
         table = alignment_table(prompt, tokenizations)

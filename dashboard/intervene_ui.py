@@ -20,7 +20,7 @@ import streamlit as st
 
 import ui
 from core.chat import has_chat_template, prompt_ids
-from core.generate import Steer, generate
+from core.generate import MAX_PROMPT_TOKENS, Steer, generate
 
 
 # ---------------------------------------------------------------- chat template
@@ -45,6 +45,11 @@ def chat_toggle(slot: ui.Slot, prefix: str) -> bool:
 def model_text(slot: ui.Slot, prompt: str, chat: bool) -> None:
     """An expander with exactly what the model reads: the decoded token ids, special tokens included."""
     ids = prompt_ids(slot.lm, prompt, chat)
+    if len(ids) > MAX_PROMPT_TOKENS:
+        st.warning(f"The prompt is {len(ids):,} tokens for this model; "
+                   + (f"only the first {MAX_PROMPT_TOKENS} are run." if not chat else
+                      f"with the chat template at most {MAX_PROMPT_TOKENS} can be run: shorten it."),
+                   icon=":material/content_cut:")
     with st.expander(f"Exact text the model sees ({len(ids)} tokens)", expanded=chat):
         st.code(slot.lm.tokenizer.decode(ids, skip_special_tokens=False), language=None, wrap_lines=True)
 

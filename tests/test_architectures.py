@@ -1,10 +1,10 @@
 """Every architecture family on the hub that the README promises, as a tiny random snapshot folder.
 
 For each family (tests/tiny.py: Llama, Mistral, Qwen2, Qwen3, Phi-3, OLMo-2, Gemma 2, Gemma 3 text and
-multimodal, StableLM, Granite, GPT-2, GPT-NeoX, OPT-350m's layout, Falcon 40B's and Falcon-RW's) the
-core API is checked against the model's own forward pass and against computations written here
-independently of core/parts.py (the final norm and head are reached by each family's own attribute
-path below); then one AppTest opens every page. A state-space model (Mamba: no attention weights) and
+multimodal, StableLM, Granite, Cohere, GPT-2, GPT-J, GPT-NeoX, OPT-350m's layout, Falcon 40B's and
+Falcon-RW's) the core API is checked against the model's own forward pass and against computations
+written here independently of core/parts.py (the final norm and head are reached by each family's own
+attribute path below); then one AppTest opens every page. A state-space model (Mamba: no attention weights) and
 a remote-code-only config get plain messages.
 """
 
@@ -35,7 +35,8 @@ SENTENCES = ["I ate an apple for breakfast.", "The company that makes iPads is A
 # per family so the lens is checked against something core/parts.py did not compute.
 OWN_PATHS = {  # kind -> (final norm, project_out, head)
     **{kind: ("model.norm", None, "lm_head") for kind in
-       ("llama", "gemma3", "mistral", "qwen2", "qwen3", "phi3", "olmo2", "gemma2", "stablelm", "granite")},
+       ("llama", "gemma3", "mistral", "qwen2", "qwen3", "phi3", "olmo2", "gemma2", "stablelm", "granite", "cohere")},
+    "gptj": ("transformer.ln_f", None, "lm_head"),
     "gemma3-vision": ("model.language_model.norm", None, "lm_head"),
     "gpt2": ("transformer.ln_f", None, "lm_head"),
     "gpt-neox": ("gpt_neox.final_layer_norm", None, "lm_head"),  # transformers 5 renamed embed_out
@@ -45,11 +46,13 @@ OWN_PATHS = {  # kind -> (final norm, project_out, head)
     "mamba": ("backbone.norm_f", None, "lm_head"),
 }
 # The attention layout each tiny config was built with (tests/tiny.py): heads, KV heads, head dim, MLP
-# width, position scheme. GPT-2 and Falcon-RW leave the MLP width unset (4 × 32); Falcon-RW is multi-query.
+# width, position scheme. GPT-2, GPT-J and Falcon-RW leave the MLP width unset (4 × 32); Falcon-RW is
+# multi-query.
 EXPECTED_LAYOUT = {
     **{kind: (4, 2, 8, 64, "rope") for kind in
        ("llama", "gemma3", "gemma3-vision", "mistral", "qwen2", "qwen3", "phi3", "olmo2", "gemma2", "stablelm",
-        "granite", "falcon")},
+        "granite", "cohere", "falcon")},
+    "gptj": (4, 4, 8, 128, "rope"),
     "gpt2": (4, 4, 8, 128, "learned"),
     "gpt-neox": (4, 4, 8, 64, "rope"),
     "opt": (4, 4, 8, 64, "learned"),
@@ -101,7 +104,10 @@ def independent_logits(lm, kind: str, hidden: torch.Tensor) -> np.ndarray:
             x = module(x) if module is not None else x
         logits = module_at(lm.model, head_path)(x).double()
     config = lm.config.get_text_config()
-    logits = logits / getattr(config, "logits_scaling", 1.0)
+    if kind == "granite":  # GraniteForCausalLM: logits / logits_scaling
+        logits = logits / config.logits_scaling
+    if kind == "cohere":  # CohereForCausalLM: logits * logit_scale
+        logits = logits * config.logit_scale
     cap = getattr(config, "final_logit_softcapping", None)
     return (cap * torch.tanh(logits / cap) if cap else logits).numpy()
 

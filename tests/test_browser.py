@@ -221,16 +221,19 @@ def test_report_opens_offline_with_every_figure(app_url):
         wait_until_idle(page, timeout=300)
         sidebar = page.locator('[data-testid="stSidebar"]')
         sidebar.get_by_text("Export report").click()
-        picker = sidebar.locator('[class*="st-key-report_pages"] input')
-        picker.click()
-        picker.fill("Vocabulary")
-        picker.press("Enter")
+        sidebar.locator('[class*="st-key-report_pages"]').get_by_role("combobox").first.click()
+        page.get_by_role("option").first.wait_for()
+        page.wait_for_timeout(500)
+        page.keyboard.type("Vocab")  # the multiselect filters its options; Enter takes the first
+        page.wait_for_timeout(500)
+        page.keyboard.press("Enter")
         page.keyboard.press("Escape")
+        wait_until_idle(page)  # the page titles in the file, checked below, show what was ticked
         sidebar.get_by_role("button", name="Build report").click()
         page.wait_for_timeout(1000)
         wait_until_idle(page, timeout=600)
         screenshot(page, ARTIFACTS / "report-built.png")
-        report_path = download(page, "report_download")
+        report_bytes = download(page, "report_download").read_bytes()  # read before the browser closes
         assert not page_problems(page), page_problems(page)
 
     with browser_page() as viewer:
@@ -245,7 +248,7 @@ def test_report_opens_offline_with_every_figure(app_url):
 
         viewer.route("**/*", block)
         target = ARTIFACTS / "report.html"
-        target.write_bytes(report_path.read_bytes())
+        target.write_bytes(report_bytes)
         viewer.goto(target.as_uri())
         titles = viewer.locator("section > h2").all_inner_texts()
         assert titles == ["Vocabulary", "Contextual similarity"]

@@ -109,6 +109,19 @@ def test_arithmetic_matches_brute_force_and_excludes_inputs(tiny_gemma):
         assert result.attrs["expected_rank"] == int((cos > cos[queen[0]]).sum()) + 1
 
 
+def arithmetic_rank_by_hand(lm, a, b, c, expected):
+    """Rank of `expected` among all tokens by cosine to unit(a) - unit(b) + unit(c), inputs excluded (float64)."""
+    table = table_of(lm).detach().double().numpy()
+    ids = [lm.tokenizer(w, add_special_tokens=False)["input_ids"] for w in (a, b, c)]
+    vectors = [table[i].mean(axis=0) for i in ids]
+    target = sum(s * v / np.linalg.norm(v) for s, v in zip((1, -1, 1), vectors))
+    wanted = lm.tokenizer(expected, add_special_tokens=False)["input_ids"]
+    if len(wanted) != 1:
+        return None
+    cos = all_cosines(table_of(lm), target, exclude={i for piece_ids in ids for i in piece_ids})
+    return int((cos > cos[wanted[0]]).sum()) + 1
+
+
 def test_overlap_normalises_space_markers_and_keeps_case():
     assert normalise_token("Ġapple") == "apple" and normalise_token("▁Apple") == "Apple"
     assert normalise_token(" apple") == "apple" and normalise_token(" ") == " "
@@ -173,6 +186,13 @@ def test_page_runs_with_the_embedded_pair():
     assert any("cuts '李' into 2 tokens" in i.value for i in app.info)  # SmolLM2 splits it into bytes
     assert any(m.label == "Jaccard" for m in app.metric)
     assert any("'小' is number" in s.value for s in app.success)  # Gemma: 冷 − cold + small lands near 小
+    for slot in app.session_state["_slots"]:  # the rank shown, recomputed here over the whole table
+        rank = arithmetic_rank_by_hand(slot.lm, "冷", "cold", "small", "小")
+        if rank is None:  # SmolLM2 has no single token for 小
+            assert any("'小' is not a single token here" in c.value for c in app.caption)
+        else:
+            shown = [m.value for m in [*app.success, *app.warning] if "'小' is" in m.value]
+            assert len(shown) == 1 and f"number **{rank:,}**" in shown[0], (rank, shown)
     app.selectbox(key="emb_piece_A_李").set_value(0).run()  # SmolLM2: use only the first byte piece of 李
     assert_clean(app)
     assert app.dataframe[0].value["token_id"].iloc[0] == 30679  # that piece (bytes E6 9D) finds itself first

@@ -71,6 +71,7 @@ def test_greedy_equals_model_generate(name, request):
     expected = _reference_greedy(lm, 12)
     assert list(ours.token_ids) == expected
     assert ours.text == lm.tokenizer.decode(expected, skip_special_tokens=True)
+    assert ours.finished == ("end" if expected[-1] == lm.model.generation_config.eos_token_id else "length")
 
 
 @pytest.mark.embedded
@@ -290,6 +291,13 @@ def test_chat_without_a_template_names_the_model(tiny_llama):
         next_token_table(tiny_llama, PROMPT, chat=True)
 
 
+def test_a_plain_prompt_too_long_is_cut_and_says_so(tiny_llama):
+    long = "the apple is green. " * 200  # over 512 tokens
+    result = generate(tiny_llama, long, max_new_tokens=2)
+    assert result.prompt_truncated and len(result.prompt_ids) == 512
+    assert result.prompt_ids == tuple(tiny_llama.tokenizer(long)["input_ids"][:512])
+
+
 @pytest.mark.embedded
 def test_chat_uses_the_models_template(smollm):
     from core.chat import chat_text, prompt_ids
@@ -299,6 +307,8 @@ def test_chat_uses_the_models_template(smollm):
                                                      return_dict=True)["input_ids"]
     assert prompt_ids(smollm, messages[0]["content"], chat=True) == list(expected)
     assert chat_text(smollm, messages[0]["content"]).endswith("<|im_start|>assistant\n")
+    with pytest.raises(ValueError, match="With the chat template, the prompt is .* tokens for smollm2-135m"):
+        generate(smollm, "the apple is green. " * 200, chat=True)
 
 
 # ---------------------------------------------------------------- next-token distribution

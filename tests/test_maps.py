@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from core import run_trace
-from core.maps import (MAX_ITEMS, PRESETS, hidden_state_maps, item_vectors, layer_at_depth, parse_items, pca_2d,
-                       probe_accuracy, cosine_silhouette)
+from core.maps import (MAX_ITEMS, PRESETS, cosine_silhouette, hidden_state_maps, item_vectors, layer_at_depth,
+                       parse_items, pca_2d, probe_accuracy)
 from tests.apptest import assert_clean, run_page
 
 TINY = "\n".join([  # words of the tiny tokenizer's corpus; "AirPods" is cut into several pieces
@@ -150,7 +150,12 @@ def test_embedded_pair_apple_senses_separate_with_depth(smollm, gemma270m):
     for lm in (smollm, gemma270m):
         traces = [run_trace(lm, item.sentence) for item in items]
         maps = hidden_state_maps(traces, items)
-        vectors = expected_vectors(lm, items, "mean")
+        vectors = []  # positions from the tokenizer's own offsets; hidden states from the traces (checked
+        for trace, item in zip(traces, items):  # against the model's forward pass in test_context.py)
+            offsets = lm.tokenizer(item.sentence, return_offsets_mapping=True)["offset_mapping"]
+            positions = [i for i, (s, e) in enumerate(offsets) if e > s and s < item.end and e > item.start]
+            vectors.append(trace.hidden_states[:, positions].astype(np.float64).mean(1))
+        vectors = np.stack(vectors)  # (N, L+1, H)
         middle = lm.num_layers // 2
         coordinates, _ = svd_projection(vectors[:, middle])
         got = maps.points[maps.points["layer"] == middle][["x", "y"]].to_numpy()
@@ -166,6 +171,8 @@ def test_embedded_pair_apple_senses_separate_with_depth(smollm, gemma270m):
 @pytest.mark.app
 @pytest.mark.embedded
 def test_page_bank_preset_shows_core_values_and_bad_input_messages():
+    import ui  # the page's module (dashboard/ is on sys.path, as under `streamlit run`)
+
     app = run_page("views/hidden_state_maps.py", query={"maps_depth": "0.5"})
     app.button(key="maps_items-preset-2").click().run()  # "bank: 5 river, 5 money"
     assert_clean(app)
@@ -174,7 +181,8 @@ def test_page_bank_preset_shows_core_values_and_bad_input_messages():
     shown = [(m.label, m.value) for m in app.metric]
     expected = []
     for slot in app.session_state["_slots"]:
-        maps = hidden_state_maps([run_trace(slot.lm, item.sentence) for item in items], items)
+        # the page's own cached traces (same process): run_trace is checked against forward passes elsewhere
+        maps = hidden_state_maps([ui.cached_trace(slot.key, item.sentence) for item in items], items)
         row = maps.separation.iloc[layer_at_depth(0.5, slot.lm.num_layers)]
         expected += [("Silhouette (cosine)", f"{row['silhouette']:.3f}"),
                      ("Nearest-centroid accuracy", f"{row['probe_accuracy']:.0%}")]

@@ -86,10 +86,17 @@ def test_page_long_preset_and_empty_prompt():
 
 
 def test_grid_image_hide_first_matches_renormalised_maps():
-    from core.attention import hide_first_token
-
+    """hide_first drops token 0 and renormalises each row: compared with that renormalisation written here."""
     rng = np.random.default_rng(1)
     maps = np.tril(rng.random((2, 2, 5, 5))).astype(np.float16)
     maps /= maps.sum(-1, keepdims=True)
-    direct = np.asarray(grid_image(hide_first_token(maps), log_scale=True))
-    assert (np.asarray(grid_image(maps, hide_first=True, log_scale=True)) == direct).all()
+    maps[1, 0, 2] = (1, 0, 0, 0, 0)  # a row that looks only at token 0: nothing left, drawn as weight 0
+    rest = maps[..., 1:, 1:].astype(np.float64)  # (2, 2, 4, 4): token 0 gone, as query and as key
+    total = rest.sum(-1, keepdims=True)
+    direct = np.where(total > 0, rest / np.where(total > 0, total, 1), 0).astype(np.float32)
+    assert np.allclose(direct[1, 0, 1], 0) and np.allclose(direct[0, 0, 3].sum(), 1)
+    hidden = np.asarray(grid_image(maps, hide_first=True, log_scale=True))
+    expected = np.asarray(grid_image(direct, log_scale=True))
+    assert hidden.shape == expected.shape and (hidden == expected).all()
+    plain = np.asarray(grid_image(maps, log_scale=True))
+    assert plain.shape != hidden.shape  # 4 tokens per tile instead of 5: the picture really changed

@@ -4,7 +4,8 @@ They go through exactly the code path of a downloaded hub model
 (config.json + model.safetensors + tokenizer files in a folder). Besides
 Llama and Gemma 3 (text, and with a vision tower), `ARCHITECTURES` lists one
 tiny model of each family the README promises (Mistral, Qwen2/3, Phi-3,
-OLMo-2, Gemma 2, StableLM, Granite, GPT-2, GPT-NeoX, OPT, Falcon), and
+OLMo-2, Gemma 2, StableLM, Granite, Cohere, GPT-2, GPT-J, GPT-NeoX, OPT,
+Falcon), and
 `UNREADABLE` a state-space model without attention (Mamba).
 """
 
@@ -76,6 +77,9 @@ def _other_kwargs(vocab_size: int) -> dict[str, tuple[str, dict]]:
         "stablelm": ("stablelm", {**no_head_dim, "tie_word_embeddings": False}),  # LayerNorm, 25 % rotary
         "granite": ("granite", {**no_head_dim, "embedding_multiplier": 2.0, "logits_scaling": 4.0,
                                 "residual_multiplier": 0.5, "attention_multiplier": 0.2}),
+        "cohere": ("cohere", {**no_head_dim, "logit_scale": 0.25}),  # parallel block, logits multiplied
+        "gptj": ("gptj", dict(vocab_size=vocab_size, n_embd=32, n_layer=3, n_head=4, rotary_dim=4, n_positions=256,
+                              tie_word_embeddings=False, **_special_ids())),  # RoPE on 4 of 8 dims, parallel block
         "gpt2": ("gpt2", dict(vocab_size=vocab_size, n_embd=32, n_layer=3, n_head=4, n_positions=256,
                               **_special_ids())),  # learned absolute positions, Conv1D weights
         "gpt-neox": ("gpt_neox", dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
@@ -99,7 +103,8 @@ def _other_kwargs(vocab_size: int) -> dict[str, tuple[str, dict]]:
 
 
 ARCHITECTURES = ("llama", "gemma3", "gemma3-vision", "mistral", "qwen2", "qwen3", "phi3", "olmo2", "gemma2",
-                 "stablelm", "granite", "gpt2", "gpt-neox", "opt", "falcon", "falcon-alibi")  # all readable
+                 "stablelm", "granite", "cohere", "gpt2", "gptj", "gpt-neox", "opt", "falcon",
+                 "falcon-alibi")  # all readable
 UNREADABLE = ("mamba",)  # builds and runs, but has no attention weights
 
 

@@ -16,6 +16,8 @@ from charts.lens import visible
 
 WIDTH_PX = 860  # about a full page width: used to fit token labels into their boxes
 CHAR_PX = 7  # width of one label character at fontSize 11
+ROW_PX = 32  # height of one row (the text, then each model)
+AXIS_PX = 80  # the character axis and its title
 PICKED = "#E69F00"  # Okabe-Ito orange: readable for colour-blind viewers
 OTHER = "#e8e8e8"
 
@@ -28,9 +30,10 @@ def _fit(text: str, px: float) -> str:
 
 
 def alignment_strip(rows: pd.DataFrame, text: str, window: tuple[int, int], span: tuple[int, int],
-                    cuts: list[int], row_titles: dict[str, str]) -> alt.LayerChart:
+                    cuts: list[int], row_titles: dict[str, str], selection: str = "token") -> alt.LayerChart:
     """`rows`: core.align.strip_rows for the window; `text`: the prompt; `window`: characters drawn;
-    `span`: the picked characters; `cuts`: shared cut positions; `row_titles`: {label: row name}."""
+    `span`: the picked characters; `cuts`: shared cut positions; `row_titles`: {label: row name}.
+    Clicking a token box selects its (model, position) under the selection parameter `selection`."""
     lo, hi = window
     px_per_char = WIDTH_PX / max(hi - lo + 1, 1)
     order = ["text"] + [row_titles[label] for label in row_titles]
@@ -44,7 +47,8 @@ def alignment_strip(rows: pd.DataFrame, text: str, window: tuple[int, int], span
               scale=alt.Scale(domain=[lo - 1, hi], nice=False, zero=False), axis=alt.Axis(format="d", tickMinStep=1))
     y = alt.Y("row:N", sort=order, title=None, axis=alt.Axis(labelLimit=260))
     fill = alt.condition("datum.selected", alt.value(PICKED), alt.value(OTHER))
-    boxes = alt.Chart(tokens).mark_rect(stroke="white", strokeWidth=1.5).encode(
+    click = alt.selection_point(name=selection, fields=["model", "position"], on="click", clear=False)
+    boxes = alt.Chart(tokens).mark_rect(stroke="white", strokeWidth=1.5, cursor="pointer").add_params(click).encode(
         x=x, x2="x1", y=y, color=fill,
         tooltip=[alt.Tooltip("row:N", title="Model"), alt.Tooltip("position:Q", title="Token position"),
                  alt.Tooltip("shown:N", title="Token"), alt.Tooltip("start:Q", title="First character"),
@@ -58,8 +62,9 @@ def alignment_strip(rows: pd.DataFrame, text: str, window: tuple[int, int], span
         x=alt.X("mid:Q", scale=alt.Scale(domain=[lo - 1, hi], nice=False, zero=False)), y=y, text="char:N")
     shared = pd.DataFrame({"cut": [c for c in cuts if lo <= c <= hi]})
     rules = alt.Chart(shared).mark_rule(color="#777", strokeDash=[3, 2]).encode(x=alt.X("cut:Q"))
+    # Streamlit fits the axis and its title inside `height` too: ROW_PX per row plus AXIS_PX for them
     return alt.layer(char_boxes, boxes, rules, labels, char_text).properties(
-        width=WIDTH_PX, height=36 * len(order))
+        width=WIDTH_PX, height=ROW_PX * len(order) + AXIS_PX)
 
 
 def with_picked_row(heatmap: alt.Chart, cells: pd.DataFrame, position: int | None) -> alt.Chart | alt.LayerChart:

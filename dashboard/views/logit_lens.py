@@ -46,7 +46,8 @@ selection = align_picker.pick("lens", prompt, align_picker.usable_traces(prompt)
 
 
 def picked_position(slot, trace) -> int:
-    """The position this model's views read: its last token of the pick (default: the last token)."""
+    """The position this model's views read: its last token of the pick; the last token when there is no
+    pick or none of its tokens covers the picked characters (e.g. the other model's start token)."""
     focus = selection.focus(slot.label) if selection else None
     return len(trace.tokens) - 1 if focus is None else focus
 

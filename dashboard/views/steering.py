@@ -108,6 +108,8 @@ chats: dict[str, bool] = {}
 
 
 def render(slot) -> None:
+    chat_key = f"{PREFIX}_chat_{slot.label.lower()}"  # the default preset (sentiment) continues plain text
+    st.session_state.setdefault(chat_key, st.query_params.get(chat_key, "1" if default["chat"] else "0") == "1")
     chat = chats[slot.label] = intervene_ui.chat_toggle(slot, PREFIX)
     layer = layer_of(slot.lm)
     direction = directions(slot, chat)[layer]
