@@ -61,7 +61,8 @@ def _pick_by(prefix: str, labels: list[str]) -> str:
 
 def _describe(label: str, trace: Trace, positions) -> str:
     if not positions:
-        return f"**{label}**: no token covers them (a start token covers no character; text past the token limit was not run)"
+        return (f"**{label}**: no token covers them (a start token covers no character; text past the token "
+                "limit was not run)")
     return f"**{label}**: " + ", ".join(f"{p}: `{visible(trace.tokens[p])}`" for p in positions)
 
 

@@ -1,6 +1,9 @@
 """core.attention: weights equal the model's own eager attention; summaries equal direct loops."""
 
+import json
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,17 +127,43 @@ def test_kv_mapping_matches_repeat_kv(tiny_llama):
     assert kv_head_of(tiny_llama).tolist() == expanded.long().tolist() == [0, 0, 1, 1]
 
 
-def test_sliding_layers_do_not_look_past_the_window(tiny_gemma, tiny_llama):
-    window = tiny_gemma.text_config.sliding_window  # 4 in the tiny model
-    trace = run_trace(tiny_gemma, PROMPT)
+@pytest.fixture(scope="module")
+def tiny_gemma_mixed(tiny_folders, tmp_path_factory):
+    """The tiny Gemma 3 with layers sliding, global, sliding (Gemma 3's 5 local : 1 global, shrunk to 3 layers).
+
+    Same weights as tiny_gemma: only config.json's layer_types changes, which sets each layer's mask.
+    """
+    from core import load_model
+
+    folder = Path(shutil.copytree(tiny_folders["gemma3"], tmp_path_factory.mktemp("gemma3-mixed") / "model"))
+    config = json.loads((folder / "config.json").read_text())
+    config["layer_types"] = ["sliding_attention", "full_attention", "sliding_attention"]
+    (folder / "config.json").write_text(json.dumps(config))
+    return load_model(str(folder))
+
+
+def test_sliding_layers_do_not_look_past_the_window(tiny_gemma_mixed, tiny_gemma, tiny_llama):
+    lm = tiny_gemma_mixed
+    window = lm.text_config.sliding_window  # 4 in the tiny model
+    assert layer_kinds(lm) == ["sliding", "global", "sliding"]  # read from config.json's layer_types
+    assert layer_kinds(tiny_gemma) == ["sliding"] * 3 and layer_kinds(tiny_llama) == ["global"] * 3
+    trace = run_trace(lm, PROMPT)
     T = len(trace.tokens)
-    far = np.subtract.outer(np.arange(T), np.arange(T)) >= window  # (T, T): further back than the window
-    for layer, kind in enumerate(layer_kinds(tiny_gemma)):
-        far_weight = trace.attentions[layer][:, far].astype(np.float32).sum()
-        assert (far_weight == 0) == (kind == "sliding")
-    assert layer_kinds(tiny_llama) == ["global"] * 3
-    table = summary_table(tiny_gemma, trace)
-    assert len(table) == 3 * 4 and set(table.layer_kind) == set(layer_kinds(tiny_gemma))
+    assert T > window + 2  # the prompt is longer than the window: there is something beyond it
+    distance = np.subtract.outer(np.arange(T), np.arange(T))  # (T, T): how far back key j is from query i
+    far, near = distance >= window, (distance >= 0) & (distance < window)
+    expected = eager_attentions(lm, PROMPT)  # the model's own forward, independent of core.trace
+    np.testing.assert_allclose(trace.attentions.astype(np.float32), expected, atol=2e-3)
+    for layer, kind in enumerate(layer_kinds(lm)):
+        weights = trace.attentions[layer].astype(np.float32)  # (heads, T, T)
+        assert (weights[:, near] > 0).all()  # inside the window every layer looks
+        if kind == "sliding":
+            assert (weights[:, far] == 0).all() and (expected[layer][:, far] == 0).all()
+        else:  # a global layer attends beyond the window, in every head and every row that has such keys
+            assert (weights[:, far] > 0).all()
+            assert (weights[:, far].reshape(weights.shape[0], -1).sum(-1) > 0.1).all()
+    table = summary_table(lm, trace)
+    assert len(table) == 3 * 4 and table.groupby("layer")["layer_kind"].first().tolist() == layer_kinds(lm)
 
 
 @pytest.mark.embedded

@@ -221,12 +221,14 @@ def test_report_opens_offline_with_every_figure(app_url):
         wait_until_idle(page, timeout=300)
         sidebar = page.locator('[data-testid="stSidebar"]')
         sidebar.get_by_text("Export report").click()
-        sidebar.locator('[class*="st-key-report_pages"]').get_by_role("combobox").first.click()
-        page.get_by_role("option").first.wait_for()
+        page.wait_for_timeout(500)  # the expander opens
+        box = sidebar.locator('[class*="st-key-report_pages"]').get_by_role("combobox").first
+        box.click()
         page.wait_for_timeout(500)
-        page.keyboard.type("Vocab")  # the multiselect filters its options; Enter takes the first
-        page.wait_for_timeout(500)
-        page.keyboard.press("Enter")
+        box.press_sequentially("Vocab", delay=50)  # typing filters the options (and opens the list)
+        option = page.locator('[role="option"]', has_text="Vocabulary").first
+        option.wait_for()
+        option.click()
         page.keyboard.press("Escape")
         wait_until_idle(page)  # the page titles in the file, checked below, show what was ticked
         sidebar.get_by_role("button", name="Build report").click()

@@ -38,7 +38,9 @@ def chart_data(element) -> pd.DataFrame:
     if datasets:
         return dataframe_util.convert_arrow_bytes_to_pandas_df(datasets[0].data.data)
     spec = json.loads(element.proto.spec)  # a spec dict drawn with st.vega_lite_chart: inline values
-    return pd.DataFrame(next(iter(spec["datasets"].values())) if "datasets" in spec else spec["data"]["values"])
+    if spec.get("datasets"):
+        return pd.DataFrame(next(iter(spec["datasets"].values())))
+    return pd.DataFrame(spec.get("data", {}).get("values", []))
 
 
 def test_similarity_page_draws_core_values():
@@ -93,15 +95,17 @@ def test_logit_lens_page_shows_core_values():
     slots = app.session_state["_slots"]
     metrics = {m.label: m.value for m in app.metric}
     last_tables = [d.value for d in app.dataframe if "top 1" in d.value.columns]
-    charts = app.get("vega_lite_chart")
-    assert len(charts) == 3  # 1 grid per model + 1 trajectory chart
-    trajectories = chart_data(charts[2])
-    for slot, shown_last, grid_chart in zip(slots, last_tables, charts[:2]):
+    drawn_data = [chart_data(chart) for chart in app.get("vega_lite_chart")]
+    grids = [d for d in drawn_data if {"cell", "token_id", "prob"} <= set(d.columns)]  # top-1 cells
+    curves = [d for d in drawn_data if {"looked_up", "rank", "prob", "model"} <= set(d.columns)]
+    assert len(grids) == 2 and len(curves) == 1  # 1 grid per model + 1 trajectory chart
+    trajectories = curves[0]
+    for slot, shown_last, grid in zip(slots, last_tables, grids):
         trace = run_trace(slot.lm, prompt)
         last = len(trace.tokens) - 1
         lens = logit_lens(slot.lm, trace, k=5)
         # the grid: every cell's top-1 token and probability
-        grid = chart_data(grid_chart).sort_values(["layer", "position"])
+        grid = grid.sort_values(["layer", "position"])
         top = lens[lens["rank"] == 1].sort_values(["layer", "position"])
         assert grid["token_id"].tolist() == top["token_id"].tolist()
         np.testing.assert_allclose(grid["prob"].to_numpy(float), top["prob"].to_numpy(float), rtol=1e-5)
