@@ -20,6 +20,7 @@ during each sweep (must be 0).
 
 from __future__ import annotations
 
+import importlib
 import time
 
 from bench.common import Row, main, timed
@@ -32,17 +33,19 @@ from core.steering import PRESETS, directions_from_traces, layer_sweep, steered_
 SOURCE, WORD = "Diana, Princess of Wales", "Wales"
 
 
-def _count_traces(monkeypatched: list):
-    import core.patchscope
-    import core.steering
+# `core.patchscope` is also the name of the function that core/__init__ exports: take the modules themselves
+MODULES = [importlib.import_module("core.patchscope"), importlib.import_module("core.steering")]
 
-    original = core.patchscope.run_trace
+
+def _count_traces(monkeypatched: list):
+    original = MODULES[0].run_trace
 
     def counting(*args, **kwargs):
         monkeypatched.append(1)
         return original(*args, **kwargs)
 
-    core.patchscope.run_trace = core.steering.run_trace = counting
+    for module in MODULES:
+        module.run_trace = counting
     return original
 
 
@@ -88,10 +91,8 @@ def measure(quick: bool = False) -> list[Row]:
             rows.append(Row("source / list traces recomputed during the sweeps", name, float(len(calls)), 1.0,
                             "traces", "0"))
         finally:
-            import core.patchscope
-            import core.steering
-
-            core.patchscope.run_trace = core.steering.run_trace = original
+            for module in MODULES:
+                module.run_trace = original
     return rows
 
 

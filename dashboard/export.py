@@ -30,6 +30,7 @@ import datetime as dt
 import functools
 import io
 import json
+import os
 import re
 import subprocess
 import textwrap
@@ -105,17 +106,29 @@ def _model_line(slot) -> str:
     return f"Model {slot.label}: {slot.key.source} ({where}; {dtype}; {lm.device}{weights})"
 
 
+def _browser_url() -> str:
+    try:
+        return st.context.url or ""
+    except Exception:  # no browser behind this run (AppTest, the report's headless pages)
+        return ""
+
+
+def server_url() -> str:
+    """scheme://host:port of this server as the browser reaches it; for headless runs, the one
+    the report builder passed down (LMSBS_BASE_URL), else Streamlit's default address."""
+    parts = urlsplit(_browser_url())
+    if parts.netloc:
+        return f"{parts.scheme}://{parts.netloc}"
+    return os.environ.get("LMSBS_BASE_URL", "http://localhost:8501")
+
+
 def page_url(query: dict[str, str] | None = None) -> str:
     """The URL of the current view: this page's address with the current query string."""
     query = dict(st.query_params.to_dict()) if query is None else query
-    base = ""
-    try:
-        base = st.context.url or ""
-    except Exception:  # no browser behind this run (AppTest, report builder)
-        base = ""
+    base = _browser_url()
     if not base:
         _, path = st.session_state.get(PAGE_KEY, ("", ""))
-        base = f"http://localhost:8501/{path}"
+        base = f"{server_url()}/{path}"
     parts = urlsplit(base)
     base = f"{parts.scheme}://{parts.netloc}{parts.path}"
     return f"{base}?{urlencode(query)}" if query else base

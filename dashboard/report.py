@@ -36,11 +36,12 @@ HERE = Path(__file__).resolve().parent
 ENTRY = HERE / "Home.py"
 MAX_TABLE_ROWS = 2000  # rows shown per table; the full table rides along as an embedded CSV link
 RESULT_KEY = "_report_file"
+BASE_URL_ENV = "LMSBS_BASE_URL"  # scheme://host:port of the server, for the links of headless pages
 
 CSS = """
 body { font-family: sans-serif; margin: 2rem auto; max-width: 1400px; color: #111; }
 section { border-top: 2px solid #888; margin-top: 2rem; }
-pre.prov { background: #f4f4f4; padding: .6rem; white-space: pre-wrap; font-size: .85rem; }
+pre.prov { background: #f4f4f4; padding: .6rem; white-space: pre-wrap; overflow-wrap: anywhere; font-size: .85rem; }
 figure { margin: 1.2rem 0; overflow-x: auto; }
 figcaption, summary { font-weight: bold; margin-bottom: .4rem; }
 table { border-collapse: collapse; font-size: .85rem; }
@@ -63,12 +64,17 @@ def _unique_ids(svg: str, prefix: str) -> str:
     return svg
 
 
+def _exact(value: float) -> str:
+    """Every digit of a float (pandas would print 6 decimals): the report shows the page's numbers."""
+    return repr(float(value))
+
+
 def table_html(table: pd.DataFrame, name: str) -> str:
     shown = table.head(MAX_TABLE_ROWS)
     note = "" if len(table) <= MAX_TABLE_ROWS else f" — first {MAX_TABLE_ROWS:,} of {len(table):,} rows"
     csv_link = base64.b64encode(table.to_csv(index=False).encode("utf-8")).decode("ascii")
     return (f'<details open class="table"><summary>{html.escape(name)} ({len(table):,} rows{note})</summary>'
-            f'<div class="wrap">{shown.to_html(index=False, border=0, na_rep="")}</div>'
+            f'<div class="wrap">{shown.to_html(index=False, border=0, na_rep="", float_format=_exact)}</div>'
             f'<a download="{html.escape(name)}.csv" href="data:text/csv;base64,{csv_link}">CSV of this table</a>'
             f"</details>")
 
@@ -117,7 +123,7 @@ def report_html(sections: list[tuple[str, str]], version: str) -> str:
 
 
 def run_pages_headless(files: list[str], query: dict[str, str], progress=None,
-                       timings: list | None = None) -> list[tuple[str, str]]:
+                       timings: list | None = None, base_url: str | None = None) -> list[tuple[str, str]]:
     """Run `files` (e.g. "views/attention.py") in a child process; returns (title, section html) pairs.
 
     `progress(fraction, text)` is called as each page finishes; `timings` (a list) receives the
@@ -128,6 +134,8 @@ def run_pages_headless(files: list[str], query: dict[str, str], progress=None,
         command = [sys.executable, str(Path(__file__).resolve()), "--query", json.dumps(query),
                    "--out", str(out), *files]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if base_url:  # the links in the child's pages point at this server, not a guess
+            env[BASE_URL_ENV] = base_url
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                               cwd=str(HERE.parent)) as child:
             for line in child.stdout:  # "loaded" once the models are in, then "done i n seconds title" per page
@@ -188,7 +196,7 @@ def build(current_title: str, pages: list[tuple[str, str]], chosen: list[str], p
     others = [(file, title) for file, title in pages if title in chosen and title not in sections]
     if others:
         headless = run_pages_headless([file for file, _ in others], query,
-                                      lambda f, text: progress(0.1 + 0.8 * f, text))
+                                      lambda f, text: progress(0.1 + 0.8 * f, text), base_url=export.server_url())
         sections.update(dict(headless))
     progress(0.95, "Writing the file")
     ordered = [(title, sections[title]) for _, title in pages if title in sections]

@@ -193,6 +193,19 @@ def test_truncation_note_names_the_counts_and_the_last_character_seen(tiny_llama
 # ---------------------------------------------------------------- the three pages (AppTest, embedded pair)
 
 
+def outlined_cells(app) -> list:
+    """The cells each chart of the page outlines in orange (an unfilled rect layer), chart by chart."""
+    found = []
+    for chart in app.get("vega_lite_chart"):
+        spec = json.loads(chart.proto.spec)
+        data = {d.name: pa.ipc.open_stream(d.data.data).read_pandas() for d in chart.proto.datasets}
+        for layer in spec.get("layer", []):
+            mark = layer.get("mark", {})
+            if isinstance(mark, dict) and mark.get("fillOpacity") == 0 and "data" in layer:
+                found.append(data[layer["data"]["name"]])
+    return found
+
+
 @pytest.mark.app
 @pytest.mark.embedded
 def test_hidden_states_page_picking_a_token_of_a_selects_gemmas_covering_token(gemma270m):
@@ -234,6 +247,9 @@ def test_logit_lens_page_picking_france_in_a_follows_gemmas_france(gemma270m):
     tables = [frame.value for frame in app.dataframe if "top 1" in frame.value.columns]
     predicted = gemma270m.tokenizer.decode([int(logits.argmax())])
     assert tables[1]["top 1"].iloc[-1].startswith(repr(predicted))
+    grids = outlined_cells(app)  # each model's lens grid outlines the picked column: every layer, one position
+    assert [sorted(set(cells["position"])) for cells in grids] == [[3], [4]]
+    assert len(grids[1]) == gemma270m.num_layers + 1
     metric = [m for m in app.metric if m.label.startswith("Model B")][0]
     trajectory = token_trajectory(gemma270m, run_trace(gemma270m, prompt), " Paris", position=4)
     first = first_top1_layer(trajectory)
@@ -255,12 +271,7 @@ def test_attention_page_picking_a_word_outlines_each_models_row(smollm, gemma270
     assert rows == [3, 4]
     summaries = [m.value for m in app.markdown if m.value.startswith("The outlined row")]
     assert [s.split("`")[0] for s in summaries] == [f"The outlined row is the picked token {r} " for r in rows]
-    outlined = []  # the head charts' second layer: the cells outlined in orange
-    for chart in app.get("vega_lite_chart"):
-        spec = json.loads(chart.proto.spec)
-        if len(spec.get("layer", [])) == 2:
-            data = {d.name: pa.ipc.open_stream(d.data.data).read_pandas() for d in chart.proto.datasets}
-            outlined.append(data[spec["layer"][1]["data"]["name"]])
+    outlined = outlined_cells(app)
     assert len(outlined) == 2
     for cells, row in zip(outlined, rows):  # the whole causal row of the picked token: keys 0..row
         assert set(cells["query_pos"]) == {row} and sorted(cells["key_pos"]) == list(range(row + 1))

@@ -254,6 +254,9 @@ def test_report_opens_offline_with_every_figure(app_url):
         viewer.goto(target.as_uri())
         titles = viewer.locator("section > h2").all_inner_texts()
         assert titles == ["Vocabulary", "Contextual similarity"]
+        links = [a.get_attribute("href") for a in viewer.get_by_role("link", name="Reopen this view").all()]
+        assert [link.split("?")[0] for link in links] == [f"{app_url}/vocabulary", f"{app_url}/similarity"]
+        assert all("a=smollm2-135m" in link and "sim_word=apple" in link for link in links)
         figures = viewer.evaluate("""() => [...document.querySelectorAll('figure.figure')].map(f => {
             const svg = f.querySelector(':scope > svg');
             if (!svg) return null;

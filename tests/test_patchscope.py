@@ -1,5 +1,7 @@
 """core/patchscope.py against independent computations: plain transformers, the test's own hooks."""
 
+import importlib
+
 import pytest
 import torch
 
@@ -146,7 +148,7 @@ def test_bad_input_is_a_message(tiny_llama, tiny_gemma, call, message):
 
 
 def test_sweep_reads_the_given_trace_and_reports_progress(tiny_gemma, monkeypatch):
-    import core.patchscope as module
+    module = importlib.import_module("core.patchscope")  # core.patchscope is also the exported function
 
     lm = tiny_gemma
     trace = run_trace(lm, SOURCE)

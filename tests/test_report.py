@@ -78,7 +78,7 @@ def inline_svgs(html: str) -> list[str]:
 
 
 def test_report_holds_every_figure_and_table_inline():
-    frame = pd.DataFrame({"layer": [0, 1, 2], "cosine": [1.0, 0.8, 0.5], "pair": ["#1", "#1", "#1"]})
+    frame = pd.DataFrame({"layer": [0, 1, 2], "cosine": [1.0, 0.8, 1 / 3], "pair": ["#1", "#1", "#1"]})
     chart = alt.Chart(frame).mark_line().encode(x="layer:Q", y="cosine:Q")
     items = [export.Item("chart", "curves", PROV, chart=chart, table=frame),
              export.Item("chart", "curves_2", PROV, chart=chart),
@@ -97,7 +97,7 @@ def test_report_holds_every_figure_and_table_inline():
     parser.feed(html)
     tables = parser.frames()
     assert len(tables) == 2
-    pd.testing.assert_frame_equal(tables[0], frame.astype(str))
+    pd.testing.assert_frame_equal(tables[0], frame.astype(str))  # every digit: 0.3333333333333333
     assert list(tables[1]["token"]) == ["<a>", "b", "c"]  # escaped in the HTML, read back as typed
     assert 'href="http://localhost:8501/similarity?sim_word=apple"' in html
     for line in PROV.lines():

@@ -1,5 +1,6 @@
 """core/steering.py against independent computations: plain transformers forwards and the test's own hooks."""
 
+import importlib
 import threading
 
 import numpy as np
@@ -134,7 +135,7 @@ def test_model_and_trace_are_bit_identical_after_interventions(name, request):
 
 
 def test_a_trace_in_another_thread_during_a_sweep_is_unaffected(tiny_gemma, monkeypatch):
-    import core.steering as module
+    module = importlib.import_module("core.steering")
 
     lm = tiny_gemma
     clean = run_trace(lm, HELD_OUT[0])

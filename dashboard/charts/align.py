@@ -81,3 +81,20 @@ def with_picked_row(heatmap: alt.Chart, cells: pd.DataFrame, position: int | Non
     base = heatmap.copy()
     height, base.height = base.height, alt.Undefined  # a layer takes its size from the top level
     return alt.layer(base, outline).properties(height=height)
+
+
+def with_picked_column(grid: alt.LayerChart, position: int | None) -> alt.LayerChart:
+    """The logit-lens grid (charts.lens.lens_grid_chart) with the picked position's column outlined.
+
+    Reads the grid's own cells (Altair keeps data its layers share on the layer chart), so the column
+    labels are exactly the grid's.
+    """
+    data = grid.data if isinstance(grid.data, pd.DataFrame) else grid.layer[0].data
+    column = data[data["position"] == position]
+    if position is None or column.empty:
+        return grid
+    order = list(dict.fromkeys(data.sort_values("position")["column"]))
+    layers = sorted(data["layer"].unique(), reverse=True)
+    outline = alt.Chart(column).mark_rect(fillOpacity=0, stroke=PICKED, strokeWidth=2.5).encode(
+        x=alt.X("column:N", sort=order), y=alt.Y("layer:O", sort=layers))
+    return grid + outline  # appended to the grid's layers: its size and axes stay

@@ -6,6 +6,7 @@ import streamlit as st
 import align_picker
 import export
 import ui
+from charts.align import with_picked_column
 from charts.lens import lens_grid_chart, trajectory_chart, visible
 from core import ModelLoadError
 from core.lens import first_top1_layer, last_position_table, lens_grid, logit_lens, token_trajectory
@@ -61,26 +62,30 @@ def grid_window(picked: int, total: int) -> tuple[int, int]:
 # ---------------------------------------------------------------- grid
 st.header("Top prediction at every layer and position")
 st.caption("Each cell: the token the layer would predict next after that input token (· = a space). "
-           "Darker = more confident. The top row is the model's real prediction.")
+           "Darker = more confident. The top row is the model's real prediction. The orange outline is the "
+           "picked token.")
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def grid_spec(key, prompt: str, k: int, lo: int, hi: int) -> dict:
-    """The grid's Vega-Lite spec for positions lo..hi-1, built and validated once (Altair takes ~0.1 s per grid)."""
+def grid_spec(key, prompt: str, k: int, lo: int, hi: int, picked: int) -> dict:
+    """The grid's Vega-Lite spec for positions lo..hi-1 with the picked column outlined, built and validated
+    once (Altair takes ~0.1 s per grid)."""
     trace = ui.cached_trace(key, prompt)
     cells = lens_grid(lens_for(key, prompt, k), trace, ui.cached_model(key).num_layers)
-    return lens_grid_chart(cells[cells["position"].between(lo, hi - 1)]).to_dict()
+    return with_picked_column(lens_grid_chart(cells[cells["position"].between(lo, hi - 1)]), picked).to_dict()
 
 
 def grid(slot) -> None:
     trace = ui.trace_for(slot, prompt)
     table = lens_for(slot.key, prompt, k)
     ui.truncation_note(slot, trace)
-    lo, hi = grid_window(picked_position(slot, trace), len(trace.tokens))
+    picked = picked_position(slot, trace)
+    lo, hi = grid_window(picked, len(trace.tokens))
     if len(trace.tokens) > MAX_COLUMNS:
         st.info(f"Showing positions {lo}–{hi - 1} of the {len(trace.tokens)} tokens run (the {hi - lo} up to the "
                 "picked token); the CSV has every position.")
-    export.show_vega_lite(grid_spec(slot.key, prompt, k, lo, hi), f"logit_lens_{slot.label}_chart", width="stretch")
+    export.show_vega_lite(grid_spec(slot.key, prompt, k, lo, hi, picked), f"logit_lens_{slot.label}_chart",
+                          width="stretch")
     ui.download_csv(table, f"logit_lens_{slot.label}.csv", f"CSV: top-{k} of every layer and position")
 
 

@@ -152,7 +152,8 @@ with word_columns[1]:
 score = ui.selectbox("Score", ["shift", "kl"], key=f"{PREFIX}_score",
                      format_func={"shift": "Change in log-odds of the list words",
                                   "kl": "How much the next token changed at all (KL)"}.get)
-inputs = (tuple(positive), tuple(negative), tuple(held_out), tuple(words_1), tuple(words_2), strength)
+inputs = (tuple(positive), tuple(negative), tuple(held_out), tuple(words_1), tuple(words_2), strength,
+          tuple(sorted(chats.items())))
 buttons = st.columns([1, 1, 4])
 run_sweep = buttons[0].button("Try every layer", key=f"{PREFIX}_sweep")
 if run_sweep:
