@@ -24,6 +24,7 @@ import time
 import torch
 
 HEAD_BLOCK = 16_384  # vocabulary rows per timed head block: core/lens.py's VOCAB_BLOCK
+RATE_ROWS = 512  # most rows a head-rate measurement uses
 
 
 def best_seconds(fn, repeat: int = 3) -> float:
@@ -72,8 +73,12 @@ def forward_bound(lm, tokens: int, repeat: int = 3) -> tuple[float, float]:
 
 
 def head_bound(rows: int, hidden: int, vocab: int, dtype: torch.dtype, repeat: int = 2) -> tuple[float, dict]:
-    """(seconds, {dtype name: FLOP/s}): rows x hidden x vocab at the faster of `dtype` and fp32."""
-    rates = {str(d).removeprefix("torch."): matmul_rate(rows, hidden, HEAD_BLOCK, d, repeat)
+    """(seconds, {dtype name: FLOP/s}): rows x hidden x vocab at the faster of `dtype` and fp32.
+
+    The rate is measured on at most RATE_ROWS rows (the lens decodes chunks of a few hundred
+    rows; thousands of rows would make the measurement itself take minutes).
+    """
+    rates = {str(d).removeprefix("torch."): matmul_rate(min(rows, RATE_ROWS), hidden, HEAD_BLOCK, d, repeat)
              for d in dict.fromkeys((dtype, torch.float32))}
     return 2 * rows * hidden * vocab / max(rates.values()), rates
 

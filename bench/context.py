@@ -14,7 +14,7 @@
    input is a random hidden-state stack of the real shape (29, T, 3072).
    The trace-vs-forward ratio on that model uses the reduced layer count too.
    The lens runs the head in bf16 or in fp32 blocks, whichever core/lens.py's
-   probe measured faster on this CPU (`upcast_head`); both matmuls are timed
+   rule picks for this CPU (`upcast_head`); both matmuls are timed
    here (the bf16 one on one chunk, scaled), and the bound column is the head
    matmul at the faster dtype's measured FLOP/s (bench/bounds.py).
 
@@ -176,12 +176,12 @@ def measure(quick: bool) -> list[Row]:
     path = "fp32 blocks" if upcast_head("cpu", torch.bfloat16) else "bf16"
     bound, _ = matmul_bound(29 * tokens, 3072, big.vocab_size, torch.bfloat16)
     weight32 = big.lm_head.weight.float()  # an fp32 copy of the head: the fp32 matmul alone
-    rows.append(Row(f"logit lens ({path}, picked by the probe) vs fp32 LM-head matmul", case, lens_s,
+    rows.append(Row(f"logit lens ({path}, picked by upcast_head) vs fp32 LM-head matmul", case, lens_s,
                     timed(lambda: head_bound(big, trace, weight32), 1), "s", "close to 1x", bound=bound))
     del weight32
     sample = min(rows_per_chunk, 29 * tokens)  # time one chunk of the model's own bf16 head, scale
     bf16_s = timed(lambda: head_bound(big, trace, rows_limit=sample), 1) * (29 * tokens) / sample
-    rows.append(Row(f"logit lens ({path}, picked by the probe) vs the model's bf16 LM-head matmul "
+    rows.append(Row(f"logit lens ({path}, picked by upcast_head) vs the model's bf16 LM-head matmul "
                     "(1 chunk timed, scaled)", case, lens_s, bf16_s, "s", "close to 1x", bound=bound))
     rows += page_switch_rows(repeat)
     return rows

@@ -13,8 +13,8 @@ the same), every figure next to a back-of-envelope bound measured in the same pr
 - the same model offloaded to disk with accelerate (`load_model(..., device_map="disk")`):
   the first trace next to the in-memory one, and the plan's own estimate;
 - the logit lens's two head paths (the model's bf16 vs fp32 blocks, core/lens.py `upcast_head`)
-  timed side by side, with the path the probe picked, and each path's last layer against the
-  model's own logits;
+  timed side by side, with the path its rule picked (from the CPU's bf16 instructions), and
+  each path's last layer against the model's own logits;
 - the libgomp wait policy: a forward pass with OpenMP threads spinning (libgomp's default) vs
   sleeping (PASSIVE, what bench/__init__.py sets) while they wait, at this moment's load;
 - full run only: load vs raw `from_pretrained`, resident memory vs weight bytes, and `run_trace`
@@ -219,15 +219,15 @@ def page_rows(case: str, r: dict) -> list[Row]:
         Row("first similarity computation (4 traces + curves) vs warm plain forwards; bound: 4 forwards",
             f"{case}, {r['similarity_tokens']} tokens", r["similarity_first"], r["similarity_plain"], "s",
             "<= 2x bound", bound=r["similarity_bound"]),
-        Row(f"first logit lens (+ path probe, trajectory) vs warm lens; bound: head matmul at the faster "
+        Row(f"first logit lens (+ trajectory) vs warm lens; bound: head matmul at the faster "
             f"dtype (GFLOP/s: {head})", f"{case}, {r['lens_rows']} rows x {r['hidden']:,} x {r['vocab']:,}",
             r["lens_first"], r["lens_warm"], "s", "<= 2x bound", bound=r["head_bound"]),
         Row(f"first nearest tokens (+ row norms) vs warm query; bound: one pass over the table at "
             f"{r['bandwidth'] / 1e9:.1f} GB/s", f"{case}, table {r['table_shape']}", r["nearest_first"],
             r["nearest_warm"], "s", "<= 2x bound", bound=r["table_bound"]),
-        Row(f"logit lens head path: model's {r['dtype']} vs fp32 blocks (probe picked: "
+        Row(f"logit lens head path: model's {r['dtype']} vs fp32 blocks (rule picked: "
             f"{'fp32 blocks' if r['probe_upcast'] else r['dtype']})", f"{case}, {r['lens_rows']} rows",
-            r["lens_native"], r["lens_upcast"], "s", "probe picks the faster", bound=r["head_bound"]),
+            r["lens_native"], r["lens_upcast"], "s", "rule picks the faster", bound=r["head_bound"]),
         Row("lens last layer vs the model's own logits, max |diff| (fp32 blocks; model's dtype)",
             f"{case}, logits up to {r['logit_scale']:.3g}", r["lens_diff_upcast"], r["lens_diff_native"], "",
             "within bf16 rounding"),

@@ -16,8 +16,6 @@ the log-sum-exp needed for its probabilities) is kept.
 
 from __future__ import annotations
 
-import time
-
 import unicodedata
 
 import numpy as np
@@ -30,10 +28,6 @@ from core.trace import Trace, run_trace
 
 CHUNK_BYTES = 256 * 2**20  # logits of one chunk of rows (fp32) stay under this
 VOCAB_BLOCK = 16_384  # rows of a 16-bit head upcast to fp32 at a time (200 MB of fp32 for hidden 3072)
-# The probe that picks the head path: rows x hidden against a block of vocabulary rows.
-# 256 rows: the upcast's share of the fp32 path falls as rows grow, and the lens's chunks hold
-# hundreds of rows; 1 GFLOP a call: big enough that call overheads do not decide it, cheap once.
-PROBE_SHAPE = (256, 1024, 2048)
 
 
 def _trace(lm: LoadedModel, prompt: str | Trace) -> Trace:
@@ -48,8 +42,8 @@ def softcap(lm: LoadedModel) -> float | None:
 def _head_fp32(head: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """The LM head in float32, one block of vocabulary rows at a time.
 
-    Used where the probe (`upcast_head`) found fp32 faster than the head's own
-    16-bit dtype. Upcasting the whole head would double its memory, so only
+    Used where the CPU has no matmul instructions for the head's own 16-bit dtype
+    (`upcast_head`). Upcasting the whole head would double its memory, so only
     VOCAB_BLOCK rows of it are upcast at a time. The result is the 16-bit head's
     product computed exactly in fp32 (the model itself would round it to bf16).
     """
@@ -63,41 +57,42 @@ def _head_fp32(head: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-_UPCAST_FASTER: dict[tuple[str, torch.dtype], bool] = {}  # (device type, dtype) -> probe's answer, per process
+# (device type, dtype) -> upcast the head? Filled by upcast_head once per process; a benchmark
+# may set an entry to time the other path (bench/real_shapes_child.py).
+_UPCAST_FASTER: dict[tuple[str, torch.dtype], bool] = {}
 
 
-def _seconds(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def _cpu_has_native(dtype: torch.dtype) -> bool:
+    """Whether this CPU has matmul instructions for `dtype` (AVX512-BF16 / AMX); torch's own checks."""
+    cpu = torch.cpu
+    if dtype == torch.bfloat16:
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    else:
+        checks = ("_is_amx_fp16_supported",)
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
 
 
-@torch.inference_mode()
 def upcast_head(device: torch.device | str, dtype: torch.dtype) -> bool:
-    """Whether a 16-bit LM head is faster upcast to fp32 blocks than run in its own dtype, here.
+    """Whether a 16-bit LM head runs in fp32 blocks (`_head_fp32`) rather than in its own dtype.
 
-    Which one wins depends on the CPU, and torch does not say: AMX or AVX512-BF16 can make
-    bf16 the fast one, while without them bf16 is emulated and slower than fp32 (both
-    measured on this project's machine: README "Benchmarks", bench/real_shapes.py). So on
-    CPU it is measured once per process and (device, dtype): a PROBE_SHAPE matmul both
-    ways, best of 3, alternating (~0.1 s on an idle 2-core CPU, once). GPUs run 16-bit matmuls
-    on tensor cores, so there the head is never upcast; fp32 models have nothing to pick.
+    A measured rule (README "Benchmarks", bench/real_shapes.py, the whole lens timed both ways
+    side by side): on a 2-core CPU with AVX512-BF16 (no AMX) the lens in the head's own bf16
+    took 15.2 s vs 19.9 s in fp32 blocks (Llama-3.2-3B head, 319 rows) and 34.5 s vs 50.2 s
+    (Gemma-3-4b, 420 rows): bf16 matmuls run on the bf16 instructions and the blocks' upcast
+    costs more than fp32's faster arithmetic saves. In the 2026-11-23 run of this project the
+    bf16 head took 5.4x the fp32 one (265 s vs 49 s), the signature of emulated bf16. So: the
+    head's own dtype where the CPU has instructions for it (AVX512-BF16 or AMX for bf16, AMX-FP16
+    for fp16, as torch reports them), fp32 blocks elsewhere (fp16 without AMX: not measured, treated
+    like emulated bf16). A timing probe was tried first and dropped: on this shared machine a
+    sub-second probe at a small shape picked the slower path. GPUs run 16-bit matmuls on
+    tensor cores, so there the head is never upcast; fp32 models have nothing to pick.
     """
     device = torch.device(device)
     if device.type != "cpu" or dtype not in (torch.bfloat16, torch.float16):
         return False
     key = (device.type, dtype)
     if key not in _UPCAST_FASTER:
-        rows, hidden, block = PROBE_SHAPE
-        generator = torch.Generator().manual_seed(0)
-        x = torch.randn(rows, hidden, generator=generator).to(dtype)  # (rows, H)
-        weight = torch.randn(block, hidden, generator=generator).mul_(0.02).to(dtype)  # (block, H)
-        paths = (lambda: torch.nn.functional.linear(x, weight).float(), lambda: x.float() @ weight.float().T)
-        for path in paths:  # first call: kernel selection / JIT, not the steady state
-            path()
-        # best of 3, alternating, so a burst of load from other processes hits both alike
-        native, upcast = (min(times) for times in zip(*[[_seconds(path) for path in paths] for _ in range(3)]))
-        _UPCAST_FASTER[key] = upcast < native
+        _UPCAST_FASTER[key] = not _cpu_has_native(dtype)
     return _UPCAST_FASTER[key]
 
 
@@ -106,7 +101,7 @@ def decode_rows(lm: LoadedModel, hidden: torch.Tensor, normed: bool) -> torch.Te
 
     `normed`: the rows already went through the final norm (the last entry).
     Runs the model's own final norm (read-only, in the model's dtype) and its
-    head (in its own dtype, or in fp32 blocks where that was measured faster: upcast_head).
+    head (in its own dtype, or in fp32 blocks on CPUs without instructions for it: upcast_head).
     """
     x = hidden.to(device=lm.device, dtype=lm.dtype)  # (rows, H)
     x = lm.parts.finish(x, normed=normed)  # final norm unless normed; OPT-350m's project_out always

@@ -20,7 +20,9 @@ sentences; city names grouped by continent). Each (sentence, word) becomes one p
     in turn is left out, the group centroids are computed from the others, and
     the point is assigned to the nearest centroid. Vectors are scaled to length 1
     first, so "nearest" follows the direction (like the cosine), not a few huge
-    coordinates. NaN where all points coincide (nothing to tell apart).
+    coordinates. NaN where all points coincide (nothing to tell apart). A probe
+    in the sense of Alain & Bengio 2016, "Understanding intermediate layers using
+    linear classifier probes", kept as simple as possible (no weights to fit).
 
 These are measures of the *given* points: with a dozen sentences they say whether
 these groups separate, not that a model "knows" a concept in general.
@@ -263,8 +265,8 @@ def separation(vectors: np.ndarray, groups: Sequence[str]) -> pd.DataFrame:
     The probe fits one tiny model per point and layer (~600 fits for 20 points and 30
     layers). Two settings keep that fast: one OpenMP thread for scikit-learn's distance
     kernels (on 20 points, waking a thread pool costs far more than the arithmetic: 4x
-    slower measured on 2 busy cores; OpenMP thread counts are per calling thread, so
-    other sessions are not affected), and no re-validation of parameters on every fit.
+    slower measured on 2 busy cores; omp_set_num_threads sets the calling thread's
+    count, so other sessions' threads are not affected), and no re-validation of parameters on every fit.
     """
     entries = vectors.shape[1]
     with threadpool_limits(limits=1, user_api="openmp"), \

@@ -129,7 +129,10 @@ def default_max_memory(placement: str, ram_bytes: int | None = None) -> dict:
     if placement == "gpu":
         if gpus:
             return {0: gpus[0]}
-        return {"mps": ram} if mps_available() else {"cpu": ram}
+        if mps_available():
+            return {"mps": ram}
+        raise PlacementError("was to go on the GPU ('GPU only'), but torch sees no GPU on this machine "
+                             "(no CUDA device, no Apple mps). Choose 'auto' or 'CPU only'.")
     if placement == "disk":  # keep only what must stay resident in memory; every layer goes to disk
         return {**({0: 1} if gpus else {}), "cpu": 1}
     if gpus:

@@ -64,6 +64,17 @@ def _unique_ids(svg: str, prefix: str) -> str:
     return svg
 
 
+LEAN_ABOVE = 300_000  # bytes of SVG: a figure of thousands of marks (weight heatmaps)
+MARK_LABELS = re.compile(r' (?:aria-label|aria-roledescription|role)="[^"]*"')
+
+
+def _lean(svg: str) -> str:
+    """A big figure without its per-mark accessibility labels ("row: 3; col: 7; value: 0.012" on each
+    of 10,000 cells is two thirds of a weight heatmap's SVG). The drawing is the same; the SVG
+    download and the table's CSV keep every number."""
+    return MARK_LABELS.sub("", svg) if len(svg) > LEAN_ABOVE else svg
+
+
 def _exact(value: float) -> str:
     """Every digit of a float (pandas would print 6 decimals): the report shows the page's numbers."""
     return repr(float(value))
@@ -96,7 +107,7 @@ def page_section(title: str, items: list, number: int, error: str | None = None)
             continue
         svg = export.image_svg(item.png, item.prov) if item.kind == "image" else export.chart_svg(item.chart, item.prov)
         parts.append(f'<figure class="figure"><figcaption>{html.escape(item.name)}</figcaption>'
-                     f"{_unique_ids(svg, f'p{number}f{i}')}</figure>")
+                     f"{_unique_ids(_lean(svg), f'p{number}f{i}')}</figure>")
         if item.table is not None:
             parts.append(table_html(item.table, item.name))
             shown_tables.add(id(item.table))

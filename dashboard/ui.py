@@ -114,12 +114,14 @@ def cached_trace(key: ModelKey, prompt: str) -> Trace:
 def cache_contents() -> tuple[pd.DataFrame, str]:
     """What the caches hold: one row per loaded model (bytes, placement, loads), and the traces in words."""
     store, traces = model_store(), trace_store()
-    rows = [{"model": key.source, "weights": "yes" if key.weights else "config only", "dtype": str(lm.dtype).removeprefix("torch."),
-             "device": lm.device, "size": size_text(lm.weight_bytes) if lm.has_weights else "0 (meta device)",
+    rows = [{"model": key.source, "weights": "yes" if key.weights else "config only",
+             "dtype": str(lm.dtype).removeprefix("torch."), "device": lm.device,
+             "size": size_text(lm.weight_bytes) if lm.has_weights else "0 (meta device)",
              "placement": lm.plan.describe() if lm.plan is not None else f"all on {lm.device}",
              "times loaded": store.loads_started[key]}
             for key, lm in store.models().items()]
-    rows += [{"model": key.source, "weights": "loading…", "placement": message, "times loaded": store.loads_started[key]}
+    rows += [{"model": key.source, "weights": "loading…", "placement": message,
+              "times loaded": store.loads_started[key]}
              for key, (_, message) in store.loading().items()]
     words = (f"Traces: {len(traces)} cached, {size_text(traces.nbytes)} of a {size_text(traces.budget_bytes)} "
              f"budget ({traces.evicted} evicted so far, least recently used first).")

@@ -255,13 +255,13 @@ def test_tokenize_is_exactly_what_the_model_sees(tiny_llama):
 
 def test_trace_is_frozen_and_matches_an_independent_forward(tiny_gemma):
     trace = run_trace(tiny_gemma, "the apple is green")
-    ids = torch.tensor([tiny_gemma.tokenizer("the apple is green")["input_ids"]])
+    ids = torch.tensor([tiny_gemma.tokenizer("the apple is green")["input_ids"]], device=tiny_gemma.device)
     with torch.no_grad():
         out = tiny_gemma.model(ids, output_hidden_states=True, output_attentions=True)
     T = ids.shape[1]
     assert trace.hidden_states.shape == (4, T, 32) and trace.attentions.shape == (3, 4, T, T)
-    np.testing.assert_allclose(trace.hidden_states[2], out.hidden_states[2][0].numpy(), atol=1e-5)
-    np.testing.assert_allclose(trace.last_logits, out.logits[0, -1].numpy(), atol=1e-5)
+    np.testing.assert_allclose(trace.hidden_states[2], out.hidden_states[2][0].cpu().numpy(), atol=1e-5)
+    np.testing.assert_allclose(trace.last_logits, out.logits[0, -1].cpu().numpy(), atol=1e-5)
     np.testing.assert_allclose(trace.attentions.astype(np.float32).sum(-1), 1.0, atol=2e-3)
     assert not trace.hidden_states.flags.writeable
     with pytest.raises(ValueError):
@@ -324,84 +324,3 @@ def test_the_token_never_reaches_a_log_line(monkeypatch, caplog):
             load_model("gemma-3-4b")
     assert SECRET not in caplog.text
 
-
-# ---------------------------------------------------------------- the server's caches (core.caches)
-
-
-class _Sized:
-    def __init__(self, nbytes):
-        self.nbytes = nbytes
-
-
-def test_trace_cache_is_bounded_by_bytes_least_recently_used_first():
-    from core.caches import TraceCache
-
-    cache = TraceCache(budget_bytes=100)
-    computed = []
-
-    def make(name, size):
-        return lambda: computed.append(name) or _Sized(size)
-
-    a = cache.get("a", make("a", 40))
-    cache.get("b", make("b", 40))
-    assert cache.get("a", make("a", 40)) is a  # a hit, and now the most recently used
-    cache.get("c", make("c", 40))  # 120 > 100: the least recently used ("b") goes
-    assert computed == ["a", "b", "c"] and cache.nbytes == 80 and len(cache) == 2 and cache.evicted == 1
-    cache.get("b", make("b", 40))
-    assert computed[-1] == "b"  # recomputed: it had been evicted
-    cache.get("huge", make("huge", 1000))  # larger than the whole budget: returned, never kept
-    assert cache.nbytes <= 100 and "huge" not in cache._entries
-    cache.set_budget(40)
-    assert cache.nbytes <= 40 and len(cache) == 1
-
-
-def test_trace_cache_computes_a_missing_trace_once_for_concurrent_sessions():
-    from core.caches import TraceCache
-
-    cache, calls, gate = TraceCache(budget_bytes=10**6), [], threading.Event()
-
-    def slow():
-        calls.append(1)
-        gate.wait(5)
-        return _Sized(10)
-
-    threads = [threading.Thread(target=cache.get, args=("k", slow)) for _ in range(4)]
-    for t in threads:
-        t.start()
-    gate.set()
-    for t in threads:
-        t.join()
-    assert len(calls) == 1
-
-
-def test_model_store_loads_once_survives_an_interrupted_waiter_and_never_caches_a_failure(tiny_folders):
-    from core.caches import ModelStore
-
-    started, release = [], threading.Event()
-
-    def load(key, report):
-        started.append(key)
-        report(0.5, "half way")
-        release.wait(5)
-        if key == "broken":
-            raise ModelLoadError("broken: cannot be read")
-        return load_model(str(tiny_folders["llama"]))
-
-    class Interrupted(Exception):
-        """What Streamlit raises in a script thread when a rerun interrupts it."""
-
-    def interrupting_progress(fraction, message):
-        raise Interrupted(message)
-
-    store = ModelStore(load)
-    with pytest.raises(Interrupted, match="half way|Loading|Waiting"):
-        store.get("good", interrupting_progress)  # the page stops waiting; the load goes on
-    release.set()
-    model = store.get("good")
-    assert store.get("good") is model and started.count("good") == 1 and store.loads_started["good"] == 1
-    with pytest.raises(ModelLoadError, match="cannot be read"):
-        store.get("broken")
-    assert "broken" not in store.models() and not store.loading()  # nothing half-loaded is kept
-    with pytest.raises(ModelLoadError):
-        store.get("broken")  # tried again, not a cached failure
-    assert started.count("broken") == 2 and store.get("good") is model  # the other model keeps working

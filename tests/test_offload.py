@@ -104,6 +104,13 @@ def test_cpu_only_refuses_what_auto_offloads(tiny_folders):
     assert lm.plan.bytes_on.get("disk", 0) > 0
 
 
+def test_gpu_only_without_a_gpu_is_a_message(tiny_folders, monkeypatch):
+    monkeypatch.setattr(core.placement, "gpu_free_bytes", dict)  # as on this machine: no CUDA device
+    monkeypatch.setattr(core.placement, "mps_available", lambda: False)  # and no Apple GPU
+    with pytest.raises(ModelLoadError, match="torch sees no GPU on this machine"):
+        load_model(str(tiny_folders["llama"]), device_map="gpu")
+
+
 def test_too_big_even_for_offload_is_refused_before_loading(tiny_folders, monkeypatch):
     # A disk fuller than the model cannot exist on demand here: the free-disk reading is replaced.
     monkeypatch.setattr(core.placement, "free_disk_bytes", lambda folder=None: 1000)

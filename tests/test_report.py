@@ -129,3 +129,19 @@ def test_pages_not_opened_are_run_headless_with_the_same_url_state(tiny_folders)
     assert "sim_word = apple" in drawn
     # presentation mode travelled with the URL: the Okabe–Ito orange is the first curve's colour
     assert "#E69F00".lower() in svg[0].lower()
+
+
+def test_big_figures_keep_every_mark_but_drop_per_mark_labels():
+    import numpy as np
+
+    cells = pd.DataFrame([(r, c, float(np.sin(r * c))) for r in range(60) for c in range(60)],
+                         columns=["row", "col", "value"])
+    heat = alt.Chart(cells).mark_rect().encode(x="col:O", y="row:O", color="value:Q")
+    svg = export.chart_svg(export.altair_dict(heat), PROV)
+    lean = report._lean(svg)
+    assert len(svg) > report.LEAN_ABOVE and len(lean) < len(svg) / 2
+    marks = re.compile(r"<path\b")
+    assert len(marks.findall(lean)) == len(marks.findall(svg)) >= 3600  # every cell is still drawn
+    ET.fromstring(lean)
+    small = export.chart_svg(alt.Chart(cells.head(3)).mark_bar().encode(x="col:O", y="value:Q"), PROV)
+    assert report._lean(small) == small  # small figures keep their labels
