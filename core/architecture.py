@@ -28,6 +28,7 @@ import torch
 
 from core.loading import LoadedModel
 from core.params import count_parameters, parameter_table
+from core.placement import parameter_value
 from core.facts import architecture_facts, gqa_explanation, layer_pattern  # noqa: F401  (re-exported for pages)
 from core.summary import PROJECTOR_PREFIXES, VISION_PREFIXES
 
@@ -240,10 +241,14 @@ def get_tensor(lm: LoadedModel, name: str) -> torch.Tensor:
         hint = f" Did you mean {', '.join(close)}?" if close else " The parameter list above shows every name."
         raise ValueError(f"{lm.name} has no tensor called '{name}'.{hint}")
     tensor = params[name]
-    if tensor.is_meta:
+    if not tensor.is_meta:
+        return tensor
+    if not lm.has_weights:
         raise ValueError(f"{lm.name} is loaded from its config only: '{name}' has a shape "
                          f"({format_shape(tuple(tensor.shape))}) but no values. Turn on 'Load the weights' to see them.")
-    return tensor
+    # offloaded by accelerate: the module holds a meta placeholder, the value lives in RAM or on disk
+    module_name, _, param_name = name.rpartition(".")
+    return parameter_value(lm.model.get_submodule(module_name), param_name)
 
 
 # ---------------------------------------------------------------- bounded weight views

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.loading import LoadedModel
+from core.loading import LoadedModel, ModelLoadError
 from core.tokens import display_token, require_tokenizer
 from core.trace import Trace, run_trace
 
@@ -31,6 +31,8 @@ VOCAB_BLOCK = 16_384  # rows of a 16-bit head upcast to fp32 at a time (200 MB o
 
 
 def _trace(lm: LoadedModel, prompt: str | Trace) -> Trace:
+    if not lm.has_weights:  # also when handed another model's trace: a meta head has no values to decode with
+        raise ModelLoadError(f"{lm.name} was loaded from its config only: load its weights to decode hidden states.")
     return prompt if isinstance(prompt, Trace) else run_trace(lm, prompt)
 
 

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from core.loading import LoadedModel
+from core.placement import parameter_value
 from core.tokens import BYTE_DECODER, MAX_TEXT_CHARS, display_token, require_tokenizer
 
 RESERVED = re.compile(r"reserved|unused", re.IGNORECASE)
@@ -258,9 +259,9 @@ def embedding_row(lm: LoadedModel, token_id: int, first: int = 10) -> dict:
 
     This is the raw table row; Gemma multiplies it by √hidden (`embed_scale`) on the way in.
     """
-    weight = lm.parts.embed.weight  # (V, H)
-    if weight.is_meta:
+    if not lm.has_weights:
         raise ValueError(f"{lm.name} is loaded from its config only: its embedding table has no values.")
+    weight = parameter_value(lm.parts.embed)  # (V, H); read from RAM or disk when accelerate offloaded it
     if not 0 <= token_id < weight.shape[0]:
         raise ValueError(f"{lm.name} has embedding rows 0 … {weight.shape[0] - 1:,}; {token_id:,} is out of range.")
     with torch.no_grad():

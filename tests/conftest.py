@@ -1,4 +1,8 @@
-"""Shared fixtures: tiny snapshot folders (fast tier) and the embedded GGUF pair."""
+"""Shared fixtures: tiny snapshot folders (fast tier) and the embedded GGUF pair.
+
+They are pinned to the CPU: the fast and embedded tiers compare with CPU numbers; tests/test_gpu.py
+loads its own copies on cuda where a GPU exists.
+"""
 
 import sys
 from pathlib import Path
@@ -23,32 +27,32 @@ def tiny_folders(tmp_path_factory) -> dict[str, Path]:
 def tiny_llama(tiny_folders):
     from core import load_model
 
-    return load_model(str(tiny_folders["llama"]))
+    return load_model(str(tiny_folders["llama"]), device="cpu")
 
 
 @pytest.fixture(scope="session")
 def tiny_gemma(tiny_folders):
     from core import load_model
 
-    return load_model(str(tiny_folders["gemma3"]))
+    return load_model(str(tiny_folders["gemma3"]), device="cpu")
 
 
 @pytest.fixture(scope="session")
 def tiny_gemma_vision(tiny_folders):
     from core import load_model
 
-    return load_model(str(tiny_folders["gemma3-vision"]))
+    return load_model(str(tiny_folders["gemma3-vision"]), device="cpu")
 
 
 @pytest.fixture(scope="session")
 def smollm():
     from core import load_model
 
-    return load_model("smollm2-135m")
+    return load_model("smollm2-135m", device="cpu")
 
 
 @pytest.fixture(scope="session")
 def gemma270m():
     from core import load_model
 
-    return load_model("gemma-3-270m")
+    return load_model("gemma-3-270m", device="cpu")
