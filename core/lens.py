@@ -78,16 +78,18 @@ def upcast_head(device: torch.device | str, dtype: torch.dtype) -> bool:
     """Whether a 16-bit LM head runs in fp32 blocks (`_head_fp32`) rather than in its own dtype.
 
     A measured rule (README "Benchmarks", bench/real_shapes.py, the whole lens timed both ways
-    side by side): on a 2-core CPU with AVX512-BF16 (no AMX) the lens in the head's own bf16
-    took 15.2 s vs 19.9 s in fp32 blocks (Llama-3.2-3B head, 319 rows) and 34.5 s vs 50.2 s
-    (Gemma-3-4b, 420 rows): bf16 matmuls run on the bf16 instructions and the blocks' upcast
-    costs more than fp32's faster arithmetic saves. In the 2026-11-23 run of this project the
-    bf16 head took 5.4x the fp32 one (265 s vs 49 s), the signature of emulated bf16. So: the
-    head's own dtype where the CPU has instructions for it (AVX512-BF16 or AMX for bf16, AMX-FP16
-    for fp16, as torch reports them), fp32 blocks elsewhere (fp16 without AMX: not measured, treated
-    like emulated bf16). A timing probe was tried first and dropped: on this shared machine a
-    sub-second probe at a small shape picked the slower path. GPUs run 16-bit matmuls on
-    tensor cores, so there the head is never upcast; fp32 models have nothing to pick.
+    side by side). On a 2-core CPU with AVX512-BF16 (no AMX), shared and loaded, the two paths
+    came out within noise of each other (Llama-3.2-3B head, 319 rows: bf16 15.2 s vs fp32 blocks
+    19.9 s in one run, 25.3 s vs 15.0 s in the next; Gemma-3-4b, 420 rows: 34.5 s vs 50.2 s),
+    and there the head's own dtype needs no fp32 scratch block and reproduces the model's own
+    logits more closely (max |diff| 0.004 vs 0.015). Where bf16 is emulated it is the slow one:
+    in the 2026-11-23 run of this project the bf16 head took 5.4x the fp32 one (265 s vs 49 s).
+    So: the head's own dtype where the CPU has instructions for it (AVX512-BF16 or AMX for bf16,
+    AMX-FP16 for fp16, as torch reports them), fp32 blocks elsewhere (fp16 without AMX: not
+    measured, treated like emulated bf16). A timing probe was tried first and dropped: on this
+    shared machine a sub-second probe cannot tell two paths this close apart, and its answer
+    changed from run to run. GPUs run 16-bit matmuls on tensor cores, so there the head is
+    never upcast; fp32 models have nothing to pick.
     """
     device = torch.device(device)
     if device.type != "cpu" or dtype not in (torch.bfloat16, torch.float16):

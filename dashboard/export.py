@@ -44,7 +44,8 @@ import pandas as pd
 import streamlit as st
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL_KEYS = {"a", "b", "a_weights", "b_weights", "dtype_a", "dtype_b"}  # URL keys that pick the models
+MODEL_KEYS = {"a", "b", "a_weights", "b_weights", "dtype_a", "dtype_b", "place_a", "place_b", "present"}  # URL keys
+# that pick the models (or the style): given by the model lines, not repeated as page inputs
 ITEMS_KEY = "_export_items"  # session_state: what this page run drew, for the report
 PAGE_KEY = "_export_page"  # session_state: (title, url_path) of the page being run
 EXPORT_WIDTH = 640  # px, for charts that stretch to their column on the page (no width of their own)
