@@ -257,7 +257,7 @@ PRESETS = {
         held_out=["I think the restaurant was", "My opinion of the new book is that it is", "Today I feel"],
         positive_words=["good", "great", "wonderful", "happy", "excellent"],
         negative_words=["bad", "terrible", "awful", "sad", "horrible"],
-        test_prompt="I went to the park and", chat=False, layer_fraction=0.5, strength=2.0),
+        test_prompt="I went to the park and", chat=False, layer_fraction=0.5, strength=1.0),
     "French vs English": dict(
         positive=["Je suis allé au marché ce matin", "Le chat dort sur le canapé", "Nous avons mangé une pomme",
                   "Il fait très beau aujourd'hui", "Elle lit un livre dans le jardin"],
@@ -266,5 +266,5 @@ PRESETS = {
         held_out=["My favourite food is", "Yesterday we went to", "The children are playing"],
         positive_words=["le", "la", "de", "et", "les"],
         negative_words=["the", "and", "of", "a", "to"],
-        test_prompt="My favourite food is", chat=False, layer_fraction=0.4, strength=2.0),
+        test_prompt="My favourite food is", chat=False, layer_fraction=0.3, strength=1.0),
 }

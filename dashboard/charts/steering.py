@@ -11,8 +11,8 @@ import pandas as pd
 
 DEPTH = alt.X("relative_depth:Q", title="Relative depth (layer / number of layers)", scale=alt.Scale(domain=[0, 1]))
 SCORES = {  # layer_sweep column -> axis title
-    "shift": "Change in log-odds, list-1 words vs list-2 words (nats)",
-    "kl": "How much the next token changed (KL, nats)",
+    "shift": "Log-odds shift towards list-1 words (nats)",
+    "kl": "Change of the next token (KL, nats)",
 }
 PICK = "pick"  # name of the click selection (the page reads it to set the layer slider)
 

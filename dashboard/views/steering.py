@@ -157,7 +157,8 @@ inputs = (tuple(positive), tuple(negative), tuple(held_out), tuple(words_1), tup
 buttons = st.columns([1, 1, 4])
 run_sweep = buttons[0].button("Try every layer", key=f"{PREFIX}_sweep")
 if run_sweep:
-    buttons[1].button("Cancel", key=f"{PREFIX}_cancel", help="Stops the sweep (models already done are kept).")
+    cancel = buttons[1].empty()  # shown while the sweep runs; a click reruns the page, which stops the sweep
+    cancel.button("Cancel", key=f"{PREFIX}_cancel", help="Stops the sweep (models already done are kept).")
     sweeps = st.session_state.setdefault(SWEEPS, {})
     for slot in ui.current_slots():
         if slot.lm is None or not slot.lm.has_weights:
@@ -172,6 +173,7 @@ if run_sweep:
         except ValueError as error:
             st.error(f"{slot.title}: {error}")
         bar.empty()
+    cancel.empty()
 
 done = {label: table for label, (made_with, table) in st.session_state.get(SWEEPS, {}).items() if made_with == inputs}
 if done:
