@@ -145,8 +145,7 @@ def test_scores_on_a_tiny_hand_made_case():
 
 @pytest.mark.embedded
 def test_embedded_pair_apple_senses_separate_with_depth(smollm, gemma270m):
-    lines = PRESETS["apple: 6 fruit, 6 company"].splitlines()
-    items = parse_items("\n".join(lines[:4] + lines[6:10]))  # 4 fruit, 4 company: half the forward passes
+    items = parse_items(PRESETS["apple: 6 fruit, 6 company"])
     groups = [item.group for item in items]
     for lm in (smollm, gemma270m):
         traces = [run_trace(lm, item.sentence) for item in items]
