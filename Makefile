@@ -15,6 +15,11 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
+# OpenMP threads that sleep while waiting instead of spinning: with two models, several browser sessions,
+# a test's server and Chromium sharing the cores, spinning waiters took the cores the work needed
+# (a 3B forward pass 3-4x slower at load; bench/real_shapes.py measures both policies).
+export OMP_WAIT_POLICY ?= PASSIVE
+
 # Install, then start the dashboard on http://localhost:$(PORT)
 # MALLOC_ARENA_MAX: one glibc arena per session thread would keep freed memory resident.
 run: $(VENV)/.installed
