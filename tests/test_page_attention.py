@@ -56,7 +56,8 @@ def test_page_default_prompt():
     assert app.session_state["attn_layer_A"] == 6 and app.session_state["attn_head_A"] == 7
     assert app.session_state["attn_head_B"] == 3  # Gemma 3 270M has 4 heads: the lecture's head 7 is clamped
     assert len(app.get("image")) == 2
-    assert len(app.get("vega_lite_chart")) == 4  # 2 heads up close + 2 summaries
+    assert len(app.get("vega_lite_chart")) == 5  # the token-alignment strip, 2 heads up close, 2 summaries
+    assert app.get("vega_lite_chart")[0].key == "attn_strip"
     labels = [b.proto.label for b in app.get("download_button")]
     assert labels.count("PNG of the grid") == 2 and labels.count("CSV of this head") == 2
     assert labels.count("CSV of the summaries") == 2
