@@ -1,7 +1,7 @@
-"""Speed of core.generate against transformers' model.generate, same model, same settings, same run.
+"""Speed of core.generation.generate against transformers' model.generate, same model, same settings, same run.
 
 For each model of the embedded pair and each decoding mode, tokens per second of
-- ours: core.generate.generate_ids (lock, seeded sampler, optional streaming callback), and
+- ours: core.generation.generate_ids (lock, seeded sampler, optional streaming callback), and
 - the baseline: lm.model.generate on the same ids with the same settings
   (greedy: do_sample=False; sampled: do_sample=True, temperature, top_p, top_k=0, torch's global RNG).
 Runs alternate ours / baseline and each side keeps its best of `repeat`, so a burst of load on this
@@ -23,7 +23,7 @@ import torch
 
 from bench.common import Row, main
 from core import load_model
-from core.generate import generate_ids
+from core.generation import generate_ids
 from core.loading import LoadedModel
 
 PROMPT = "Once upon a time, in a small village by the sea, there lived"

@@ -20,21 +20,21 @@ during each sweep (must be 0).
 
 from __future__ import annotations
 
-import importlib
 import time
 
+import core.patchscopes
+import core.steering
 from bench.common import Row, main, timed
 from core import load_model, run_trace
 from core.chat import has_chat_template, model_text
-from core.generate import Steer, generate
-from core.patchscope import DESCRIPTION_PROMPT, patchscope_from_trace, word_position
+from core.generation import Steer, generate
+from core.patchscopes import DESCRIPTION_PROMPT, patchscope_from_trace, word_position
 from core.steering import PRESETS, directions_from_traces, layer_sweep, steered_continuations
 
 SOURCE, WORD = "Diana, Princess of Wales", "Wales"
 
 
-# `core.patchscope` is also the name of the function that core/__init__ exports: take the modules themselves
-MODULES = [importlib.import_module("core.patchscope"), importlib.import_module("core.steering")]
+MODULES = [core.patchscopes, core.steering]
 
 
 def _count_traces(monkeypatched: list):

@@ -14,9 +14,9 @@ from core.context import similarity_curves, word_vectors_across
 from core.lens import logit_lens, token_trajectory
 from core.embeddings import nearest_tokens
 from core.attention import attention_weights
-from core.generate import Generation, Steer, generate, next_token_table
+from core.generation import Generation, Steer, generate, next_token_table
 from core.steering import steering_vector
-from core.patchscope import patchscope
+from core.patchscopes import patchscope
 
 __all__ = [
     "Generation", "Steer", "generate", "next_token_table", "steering_vector", "patchscope",

@@ -7,7 +7,7 @@ at the last token of every prompt of list 1 (e.g. requests the model refuses)
 minus the same mean over list 2 (requests it answers). Adding
 strength × direction to hidden_states[l] at every position pushes the model
 towards list 1; a negative strength pushes it towards list 2. Generation with
-a steer is core.generate's `Steer`.
+a steer is core.generation's `Steer`.
 
 Layer convention (Hugging Face's `hidden_states`, core/parts.py): layer l is
 hidden_states[l]; l = 0 the embedding output, l >= 1 the output of decoder
@@ -36,7 +36,7 @@ from core.chat import prompt_ids
 from core.hooks import Edit, check_layer, edited_residual
 from core.loading import LoadedModel
 from core.tokens import display_token
-from core.patchscope import MAX_ROWS, generate_rows, require_weights
+from core.patchscopes import MAX_ROWS, generate_rows, require_weights
 from core.trace import MAX_TRACE_TOKENS, Trace, run_trace
 
 Progress = Callable[[int, int], None]  # (done, total)

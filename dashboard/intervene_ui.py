@@ -4,7 +4,7 @@
   tokenizer has a template (instruct models), off and disabled for base models.
 - `model_text`: the exact text a model is given (template and special tokens included).
 - `generation_settings`: greedy or sampled, temperature, top-p, seed, number of new tokens.
-- `stream_generation`: runs core.generate with tokens drawn as they come (st.empty updated from
+- `stream_generation`: runs core.generation's `generate` with tokens drawn as they come (st.empty updated from
   on_token) and keeps the result in the session, so it survives reruns and a Stop.
 
 A Stop is any click while a generation runs: Streamlit then raises inside the running script at its
@@ -20,7 +20,7 @@ import streamlit as st
 
 import ui
 from core.chat import has_chat_template, prompt_ids
-from core.generate import MAX_PROMPT_TOKENS, Steer, generate
+from core.generation import MAX_PROMPT_TOKENS, Steer, generate
 
 
 # ---------------------------------------------------------------- chat template

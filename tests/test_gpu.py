@@ -23,7 +23,7 @@ from core.architecture import weight_view
 from core.attention import summary_table
 from core.context import similarity_curves, word_vectors_across
 from core.embeddings import arithmetic, nearest_tokens, project_words
-from core.generate import next_token_logits
+from core.generation import next_token_logits
 from core.lens import logit_lens, token_trajectory
 from core.loading import LoadedModel, ModelLoadError
 from core.params import parameter_table

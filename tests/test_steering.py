@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from core import run_trace
-from core.patchscope import patchscope
+from core.patchscopes import patchscope
 from core.steering import (check_steer, directions_from_traces, layer_sweep, steered_continuations, steering_vector,
                            target_ids)
 

@@ -9,7 +9,7 @@ import intervene_ui
 import ui
 from charts.steering import PICK, sweep_chart
 from core.chat import model_text
-from core.generate import Steer
+from core.generation import Steer
 from core.steering import PRESETS, check_steer, directions_from_traces, layer_sweep
 
 PREFIX = "st"

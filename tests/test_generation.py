@@ -1,6 +1,6 @@
-"""core.generate against independent computations with plain transformers and torch.
+"""core.generation against independent computations with plain transformers and torch.
 
-Each expected value is computed here without core.generate: model.generate itself, a sampling
+Each expected value is computed here without core.generation: model.generate itself, a sampling
 loop written out in the test, a forward pre-hook registered by the test on the model's own block,
 and softmax(logits / T) of a plain forward pass.
 """
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from core import Steer, generate, next_token_table, run_trace
-from core.generate import generate_ids
+from core.generation import generate_ids
 from core.tokens import display_token
 
 PROMPT = "the apple is green. what color is the apple?"

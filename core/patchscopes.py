@@ -20,7 +20,7 @@ A sweep over source layers reads every layer's source state from one trace
 (`run_trace`, or the page's cached trace) and runs the target once for all
 layers: the target prompt is repeated as a batch, one row per source layer,
 and row i is patched at its own layer only. Greedy decoding is
-`model.generate(do_sample=False)` (core/generate.py uses the same).
+`model.generate(do_sample=False)` (core/generation.py uses the same).
 """
 
 from __future__ import annotations

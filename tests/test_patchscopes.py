@@ -1,12 +1,11 @@
-"""core/patchscope.py against independent computations: plain transformers, the test's own hooks."""
+"""core/patchscopes.py against independent computations: plain transformers, the test's own hooks."""
 
-import importlib
 
 import pytest
 import torch
 
 from core import run_trace
-from core.patchscope import (DESCRIPTION_PROMPT, IDENTITY_PROMPT, answer_changes, first_answer, patchscope,
+from core.patchscopes import (DESCRIPTION_PROMPT, IDENTITY_PROMPT, answer_changes, first_answer, patchscope,
                              patchscope_from_trace, placeholder_position, word_position)
 
 SOURCE = "Diana, Princess of Wales"
@@ -148,7 +147,7 @@ def test_bad_input_is_a_message(tiny_llama, tiny_gemma, call, message):
 
 
 def test_sweep_reads_the_given_trace_and_reports_progress(tiny_gemma, monkeypatch):
-    module = importlib.import_module("core.patchscope")  # core.patchscope is also the exported function
+    import core.patchscopes as module
 
     lm = tiny_gemma
     trace = run_trace(lm, SOURCE)

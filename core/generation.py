@@ -26,8 +26,8 @@ result are exactly `model.generate(do_sample=False)`), with three additions:
 `next_token_table` is the distribution itself: softmax(logits / T) over the
 vocabulary at the prompt's last position, its top k rows.
 
-Import from here with `from core.generate import …`: `core/__init__.py` exports the
-function `generate`, so the attribute `core.generate` is the function, not this module.
+`from core import generate` gives the function; the module's other names (`generate_ids`,
+`next_token_logits`, `top_tokens`) come with `from core.generation import …`.
 """
 
 from __future__ import annotations
