@@ -50,7 +50,7 @@ def separation_chart(long: pd.DataFrame, depth: float | None = None) -> alt.Laye
     lines = alt.Chart(long).mark_line(point=alt.OverlayMarkDef(size=30)).encode(
         x=alt.X("relative_depth:Q", title="Relative depth (layer / number of layers)",
                 scale=alt.Scale(domain=[0, 1])),
-        y=alt.Y("value:Q", title="Separation of the groups (1 = perfectly apart)", scale=alt.Scale(domain=[floor, 1])),
+        y=alt.Y("value:Q", title="Separation (1 = groups apart)", scale=alt.Scale(domain=[floor, 1])),
         color=alt.Color("model:N", title="Model", legend=alt.Legend(orient="top", labelLimit=400)),
         strokeDash=alt.StrokeDash("measure:N", title="Measure", legend=alt.Legend(orient="top", labelLimit=400)),
         tooltip=[alt.Tooltip("model:N", title="Model"), alt.Tooltip("measure:N", title="Measure"),

@@ -45,8 +45,17 @@ st.markdown(
 - **Hidden states** — the vector each token has after every layer, and why the same word gets different
   vectors in different sentences.
 - **Contextual similarity** — how similar "apple" the fruit and "Apple" the company are, layer by layer.
+- **Hidden-state maps** — a word in many sentences (apple the fruit vs the company, cities by continent)
+  drawn as points, layer by layer, with a number for how well the groups separate.
 - **Logit lens** — what each layer would predict as the next token if the model stopped there.
 - **Attention** — which earlier tokens each token looks at, for every head of every layer.
+
+*Intervene* — make the models do something:
+- **Next token and generation** — each model's next-token probabilities, how temperature reshapes them,
+  and a continuation written token by token (greedy or sampled, with the chat template for instruct models).
+- **Patchscopes** — let the model put a hidden state into words, layer by layer ("Diana, Princess of Wales").
+- **Steering** — add a direction (refuse vs comply, happy vs sad, French vs English) at one layer and see
+  the text change; try every layer to find where it works best.
 """
 )
 st.header("Memory: what this server holds")
