@@ -241,7 +241,8 @@ def test_remote_code_architecture_is_refused_plainly(tmp_path):
 
 # ---------------------------------------------------------------- every page, per architecture
 
-PAGES = ["architecture", "vocabulary", "embeddings", "hidden_states", "similarity", "logit_lens", "attention"]
+PAGES = ["architecture", "vocabulary", "embeddings", "hidden_states", "similarity", "hidden_state_maps", "logit_lens",
+         "attention", "next_token", "patchscopes", "steering"]
 
 
 def page_text(app) -> str:
@@ -277,3 +278,11 @@ def test_every_page(kind, folders, models):
             assert app.dataframe or app.get("vega_lite_chart"), page
         elif page == "attention":
             assert app.get("imgs") or app.get("vega_lite_chart")
+        elif page == "hidden_state_maps":
+            assert len(app.metric) == 4  # silhouette and probe accuracy for A and B
+        elif page == "next_token":  # the top-k table of each model: probabilities of real token ids
+            tables = [t.value for t in app.dataframe if "prob" in t.value.columns]
+            assert len(tables) == 2 and all(t["token_id"].between(0, lm.vocab_size - 1).all() for t in tables)
+        elif page == "patchscopes":  # one row per source layer for each model
+            tables = [t.value for t in app.dataframe if "layer" in getattr(t.value, "columns", [])]
+            assert [len(t) for t in tables[:2]] == [lm.num_layers, lm.num_layers]

@@ -73,6 +73,8 @@ results = {}  # model title -> maps, for the separation chart and the token tabl
 def one_model(slot) -> None:
     maps = maps_for(slot.key, plain_items, pooling)
     results[slot.title] = (slot.label, maps)
+    for item in items:  # the traces are cached: this only reads them
+        ui.truncation_note(slot, ui.cached_trace(slot.key, item.sentence))
     layer = layer_at_depth(depth, slot.lm.num_layers)
     points = maps.points[maps.points["layer"] == layer]
     scores = maps.separation.iloc[layer]

@@ -95,6 +95,7 @@ def render(slot) -> None:
         st.info("No token of this model covers the picked word.")
         return
     trace = ui.trace_for(slot, source)
+    ui.truncation_note(slot, trace)
     st.caption(f"Reading token {position} `{trace.tokens[position]}` of the source prompt; the state goes into "
                f'the last "{placeholder}" of the inspection prompt, at the same layer.')
     table = patch_sweep(slot.key, source, position, target, placeholder, max_new_tokens, chat)

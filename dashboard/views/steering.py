@@ -113,6 +113,8 @@ def render(slot) -> None:
     chat = chats[slot.label] = intervene_ui.chat_toggle(slot, PREFIX)
     layer = layer_of(slot.lm)
     direction = directions(slot, chat)[layer]
+    for prompt in [*positive, *negative]:  # the traces behind the direction are cached: this only reads them
+        ui.truncation_note(slot, ui.cached_trace(slot.key, model_text(slot.lm, prompt, chat)))
     check_steer(slot.lm, direction, strength)
     st.caption(f"Layer {layer} of {slot.lm.num_layers} · direction length {np.linalg.norm(direction):.2f} · "
                f"adding {strength:g} × direction at every position")
