@@ -191,11 +191,12 @@ def layer_sweep(lm: LoadedModel, directions: np.ndarray, prompts: Sequence[str],
             if not torch.isfinite(logits).all():
                 raise ValueError(f"Steering with strength {strength:g} made {lm.name}'s next-token scores NaN or "
                                  "infinite: choose a smaller strength.")
-            log_probs = torch.log_softmax(logits, dim=-1).cpu()  # (rows, vocab)
+            # Scores are reduced on the model's device; only (rows,) vectors cross to the host.
+            log_probs = torch.log_softmax(logits, dim=-1)  # (rows, vocab)
             odds = _log_odds(log_probs, first, second)  # (rows,)
-            shift[start:start + len(chunk)] += (odds[1:] - odds[0]).numpy() / len(prompts)
+            shift[start:start + len(chunk)] += (odds[1:] - odds[0]).cpu().numpy() / len(prompts)
             base = log_probs[0]
-            kl[start:start + len(chunk)] += (base.exp() * (base - log_probs[1:])).sum(-1).numpy() / len(prompts)
+            kl[start:start + len(chunk)] += (base.exp() * (base - log_probs[1:])).sum(-1).cpu().numpy() / len(prompts)
             for i, token in enumerate(log_probs[1:].argmax(-1).tolist()):
                 tops[start + i].append(int(token))
             done += 1
