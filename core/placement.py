@@ -327,4 +327,23 @@ def load_weights(folder: Path, dtype: torch.dtype, device: str, name: str, plan=
         weakref.finalize(model, shutil.rmtree, temporary, True)
     model.eval()
     model.requires_grad_(False)
+    touch_cpu_weights(model)
     return model
+
+
+@torch.no_grad()
+def touch_cpu_weights(model: torch.nn.Module) -> None:
+    """Read one value of every memory page of the weights held in CPU RAM.
+
+    transformers maps safetensors files into memory lazily, so without this the first page a
+    visitor opens pays the page faults of the whole model (Gemma-3-4B shape, 12 tokens on an idle
+    2-core machine: first trace 8.5 s vs 5.4 s warm; touched at load: 0.5 s here, first trace 6.3 s).
+    The load has a progress bar; the first page should not. Offloaded (meta) and GPU weights are skipped.
+    """
+    seen = set()
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if id(tensor) in seen or tensor.device.type != "cpu" or tensor.numel() == 0:
+            continue
+        seen.add(id(tensor))
+        flat = tensor.reshape(-1)
+        flat[:: max(1, 4096 // flat.element_size())].float().sum()  # one element per 4 KiB page
