@@ -48,7 +48,7 @@ from core.chat import prompt_ids
 from core.hooks import Edit, check_layer, edited_residual
 from core.loading import LoadedModel, ModelLoadError
 from core.tokens import display_token, require_tokenizer
-from core.trace import MAX_TRACE_TOKENS
+from core.trace import MAX_TRACE_TOKENS, last_logits_only
 
 MAX_NEW_TOKENS = 512  # an upper bound for a page; notebooks can ask for up to this many
 MAX_PROMPT_TOKENS = MAX_TRACE_TOKENS  # longer prompts are cut, as run_trace does
@@ -284,7 +284,8 @@ def next_token_logits(lm: LoadedModel, prompt: str, *, chat: bool = False) -> np
     ids = _model_ids(lm, prompt, chat)[:MAX_PROMPT_TOKENS]  # a plain prompt is cut, as run_trace cuts it
     input_ids = torch.tensor([ids], device=lm.device)  # (1, T)
     with lm.lock, torch.inference_mode():
-        logits = lm.model(input_ids=input_ids, use_cache=False, logits_to_keep=1).logits  # (1, 1, vocab)
+        out = lm.model(input_ids=input_ids, use_cache=False, **last_logits_only(lm, len(ids)))
+    logits = out.logits  # (1, 1, vocab)
     return logits[0, -1].float().cpu().numpy()
 
 

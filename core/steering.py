@@ -37,7 +37,7 @@ from core.hooks import Edit, check_layer, edited_residual
 from core.loading import LoadedModel
 from core.tokens import display_token
 from core.patchscopes import MAX_ROWS, generate_rows, require_weights
-from core.trace import MAX_TRACE_TOKENS, Trace, run_trace
+from core.trace import MAX_TRACE_TOKENS, Trace, last_logits_only, run_trace
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -187,7 +187,7 @@ def layer_sweep(lm: LoadedModel, directions: np.ndarray, prompts: Sequence[str],
             batch = torch.tensor([ids] * rows, device=lm.device)  # (rows, T)
             with edited_residual(lm, _row_edits(chunk, deltas[start:start + len(chunk)], first_row=1)), \
                     torch.inference_mode():
-                logits = lm.model(input_ids=batch, use_cache=False, logits_to_keep=1).logits[:, -1].float()
+                logits = lm.model(input_ids=batch, use_cache=False, **last_logits_only(lm, len(ids))).logits[:, -1].float()
             if not torch.isfinite(logits).all():
                 raise ValueError(f"Steering with strength {strength:g} made {lm.name}'s next-token scores NaN or "
                                  "infinite: choose a smaller strength.")

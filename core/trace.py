@@ -76,14 +76,25 @@ def out_of_memory_message(lm: LoadedModel, tokens: int) -> str:
             "on Home, or choose 'auto' / 'offload to disk' in the sidebar.")
 
 
+def last_logits_only(lm: LoadedModel, length: int) -> dict:
+    """Forward-pass keyword that keeps only the last position's logits, where the model accepts it.
+
+    It skips the LM head for the other positions (10-15% of a 3B forward at 128 tokens). The last
+    position is given as an index tensor, not as `logits_to_keep=1`: the integer makes transformers
+    slice `hidden[:, -1:, :]`, a (1, 1, H) view with the stride of the whole sequence, and torch's CPU
+    bf16 linear takes a slow path on it (Llama-3.2-3B head: 3.8 s instead of 0.044 s for a fresh
+    (1, 1, H) tensor). Indexing makes that fresh tensor. Models without the argument compute every row.
+    """
+    if "logits_to_keep" not in inspect.signature(lm.model.forward).parameters:
+        return {}
+    return {"logits_to_keep": torch.tensor([length - 1], device=lm.device)}
+
+
 def _forward(lm: LoadedModel, input_ids: torch.Tensor):
     """The model's output, and (OPT-350m only) the last hidden state before `project_out`, else None."""
     kwargs = dict(input_ids=input_ids, output_hidden_states=True, output_attentions=lm.num_heads > 0,
                   use_cache=False)
-    if "logits_to_keep" in inspect.signature(lm.model.forward).parameters:
-        # Only the last position's logits are kept: skip the LM head for the others (the head is
-        # 10-15% of a 3B forward pass at 128 tokens). Models without the argument compute them all.
-        kwargs["logits_to_keep"] = 1
+    kwargs.update(last_logits_only(lm, input_ids.shape[1]))
     project_out = lm.parts.project_out
     if project_out is None:
         with lm.lock, torch.inference_mode():
