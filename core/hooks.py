@@ -48,12 +48,27 @@ def _pre_hook(edit: Edit):
     return hook
 
 
+def _fresh_head_input(module, args):
+    """Give the LM head a (batch, 1, H) input with its own strides (same values).
+
+    model.generate's first step slices `hidden[:, -1:, :]`, a view that keeps the stride of the whole
+    prompt, and torch's CPU bf16 linear is ~90x slower on it (Llama-3.2-3B shape: 3.8 s instead of
+    0.044 s). A copy costs H numbers per row.
+    """
+    x = args[0] if args else None
+    if isinstance(x, torch.Tensor) and x.dim() == 3 and x.shape[1] == 1 and x.stride(0) != x.shape[-1]:
+        return (x.clone(memory_format=torch.contiguous_format), *args[1:])
+    return None
+
+
 @contextmanager
 def edited_residual(lm: LoadedModel, edits: Mapping[int, Edit]):
     """While inside, hidden_states[l] is replaced by edits[l](hidden_states[l]) on every forward pass.
 
     Holds `lm.lock` throughout; every hook is removed on exit, whatever happens.
     Callers run `lm.model` directly inside the block (never a function that takes the lock again).
+    Generation runs inside this block even without edits, which also gives the LM head a
+    well-strided input (`_fresh_head_input`).
     """
     layers = lm.parts.layers
     for layer in edits:
@@ -61,6 +76,7 @@ def edited_residual(lm: LoadedModel, edits: Mapping[int, Edit]):
     with lm.lock:
         handles = []
         try:
+            handles.append(lm.parts.lm_head.register_forward_pre_hook(_fresh_head_input))
             for layer, edit in edits.items():
                 handles.append(layers[layer].register_forward_pre_hook(_pre_hook(edit), with_kwargs=True))
             yield

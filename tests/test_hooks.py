@@ -58,6 +58,7 @@ def test_hooks_are_removed_and_lock_released_on_error(tiny_gemma):
             raise RuntimeError("boom")
     assert not lm.lock.locked()
     assert all(not layer._forward_pre_hooks for layer in lm.parts.layers)
+    assert not lm.parts.lm_head._forward_pre_hooks
     after = run_trace(lm, PROMPT)
     np.testing.assert_array_equal(before.hidden_states, after.hidden_states)
     np.testing.assert_array_equal(before.attentions, after.attentions)
