@@ -17,11 +17,11 @@ cache beside the model (never on it: models are shared and read-only). With q
 scaled to unit length first, a query is one matrix-vector product in the
 table's own dtype, one multiply per token and a top-k: O(vocab) extra memory.
 
-bf16/fp16 tables: torch's CPU matvec accumulates in fp32 but rounds each output
-to the table's dtype, so the cosines of that pass are off by at most ~0.004.
-That is plenty to rank 262 k tokens but can swap near-ties, so every token
-within a safety margin of the k-th score is rescored exactly in fp32 (usually a
-few dozen rows). Upcasting row chunks to fp32 for the full pass was measured
+bf16/fp16 tables: torch's CPU matvec and row norms accumulate in fp32 but round
+each output to the table's dtype, so the cosines of that pass are off by at most
+~0.008. That is plenty to rank 262 k tokens but can swap near-ties, so every token
+within a safety margin of the k-th score is rescored exactly in fp32, norms
+included (usually a few dozen rows). Upcasting row chunks to fp32 for the full pass was measured
 several times slower on CPU (bench/embeddings.py).
 
 Arithmetic a - b + c is 3CosAdd (Mikolov et al. 2013, "Linguistic Regularities
@@ -45,8 +45,7 @@ from core.loading import LoadedModel, ModelLoadError
 from core.placement import parameter_value
 from core.tokens import display_token, require_tokenizer
 
-NORM_CHUNK_ROWS = 1024  # rows upcast to fp32 at a time while computing norms: 1024 x 3072 x 4 B = 12 MB, cache-sized
-RESCORE_MARGIN = 0.01  # > 2 x the worst cosine error of a bf16-output matvec (2 x 2^-8 relative + input rounding)
+RESCORE_MARGIN = 0.02  # > 2 x the worst cosine error of a bf16 pass: matvec output and row norm each 2^-8 relative, + input rounding
 MAX_RESCORE_ROWS = 16_384  # cap on rows rescored in fp32 (only reached by a near-constant table)
 MAX_K = 200
 MAX_WORDS = 60  # projection word lists
@@ -66,20 +65,17 @@ def embedding_table(lm: LoadedModel) -> torch.Tensor:
 
 @torch.no_grad()
 def compute_inverse_norms(table: torch.Tensor) -> torch.Tensor:
-    """1 / |E[i]| for every row, fp32 (V,), upcasting one bounded chunk of rows at a time.
+    """1 / |E[i]| for every row, fp32 (V,): one pass over the table in its own dtype.
 
     Inverse so that a query costs one multiply per token instead of a divide; an all-zero
-    row (an unused slot) gets 0, i.e. cosine 0 instead of NaN.
+    row (an unused slot) gets 0, i.e. cosine 0 instead of NaN. torch accumulates a bf16/fp16
+    norm in fp32 and rounds only the result (relative error <= 2^-8): about one bandwidth pass
+    (0.085 s for 128,256 x 3,072 bf16 here), where upcasting row chunks to fp32 first took 2x-20x
+    that. Ranking tolerates the rounding (RESCORE_MARGIN); the reported cosines are recomputed
+    exactly in top_cosine_rows.
     """
-    inverse = torch.empty(table.shape[0], dtype=torch.float32, device=table.device)  # (V,) beside the table
-    # One small fp32 buffer reused for every chunk: a fresh `.float()` copy per chunk allocates and
-    # page-faults 100 MB each time, which made this 4x slower (1.8 s vs 0.45 s for 128,256 x 3,072 bf16).
-    scratch = torch.empty(NORM_CHUNK_ROWS, table.shape[1], dtype=torch.float32, device=table.device)  # (chunk, H)
-    for start in range(0, table.shape[0], NORM_CHUNK_ROWS):
-        rows = scratch[:min(NORM_CHUNK_ROWS, table.shape[0] - start)]
-        rows.copy_(table[start:start + NORM_CHUNK_ROWS])
-        inverse[start:start + rows.shape[0]] = torch.linalg.vector_norm(rows, dim=1)
-    return torch.where(inverse > 0, 1.0 / inverse, 0.0)
+    norms = torch.linalg.vector_norm(table, dim=1).float()  # (V,) beside the table
+    return torch.where(norms > 0, 1.0 / norms, 0.0)
 
 
 class _NormCache:
@@ -134,7 +130,9 @@ def top_cosine_rows(table: torch.Tensor, inverse: torch.Tensor, q: torch.Tensor,
     candidates = torch.nonzero(scores >= top.values[-1] - RESCORE_MARGIN).squeeze(1)  # (C,)
     if candidates.numel() > MAX_RESCORE_ROWS or not torch.isfinite(top.values).all():
         candidates = torch.topk(scores.nan_to_num(nan=-1.0), min(MAX_RESCORE_ROWS, table.shape[0])).indices
-    exact = (table[candidates].float() @ q) * inverse[candidates]  # (C,)
+    rows = table[candidates].float()  # (C, H): exact scores use exact fp32 norms, not the rounded ones
+    norms = torch.linalg.vector_norm(rows, dim=1)
+    exact = (rows @ q) * torch.where(norms > 0, 1.0 / norms, 0.0)  # (C,)
     if exclude:
         exact[torch.isin(candidates, torch.tensor(exclude, device=candidates.device))] = float("-inf")
     best = torch.topk(exact, k)

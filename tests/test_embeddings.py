@@ -91,6 +91,19 @@ def test_bf16_table_rescoring_matches_exact_order():
     assert table.dtype == torch.bfloat16  # untouched
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_inverse_norms_are_within_the_dtypes_rounding(dtype):
+    torch.manual_seed(1)
+    table = (torch.randn(3_000, 96) * torch.rand(3_000, 1) * 4).to(dtype)
+    table[5] = 0
+    exact = 1 / np.linalg.norm(table.double().numpy(), axis=1)  # (V,) float64, inf for the zero row
+    ours = compute_inverse_norms(table).numpy()
+    assert ours.dtype == np.float32 and ours[5] == 0
+    keep = np.arange(len(exact)) != 5
+    tolerance = 1e-6 if dtype == torch.float32 else 2.0**-8  # only the norm's output is rounded
+    np.testing.assert_allclose(ours[keep], exact[keep], rtol=tolerance)
+
+
 def test_arithmetic_matches_brute_force_and_excludes_inputs(tiny_gemma):
     result = arithmetic(tiny_gemma, "king", "man", "woman", k=10, expected="queen")
     table = table_of(tiny_gemma).detach().double().numpy()
