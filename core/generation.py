@@ -211,7 +211,8 @@ def _model_ids(lm: LoadedModel, prompt: str, chat: bool) -> list[int]:
     return ids
 
 
-def _pad_id(lm: LoadedModel) -> int | None:
+def pad_id(lm: LoadedModel) -> int | None:
+    """The id generate pads with: the generation config's, else the tokenizer's, else end-of-text."""
     config = lm.model.generation_config
     for candidate in (config.pad_token_id, lm.tokenizer.pad_token_id, config.eos_token_id):
         if isinstance(candidate, (list, tuple)):
@@ -255,7 +256,7 @@ def generate_ids(lm: LoadedModel, input_ids: list[int], *, max_new_tokens: int, 
     with edited_residual(lm, edits or {}):  # holds the lock even without edits: forwards never interleave
         output = lm.model.generate(
             input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=max_new_tokens,
-            logits_processor=processors, streamer=streamer, pad_token_id=_pad_id(lm))
+            logits_processor=processors, streamer=streamer, pad_token_id=pad_id(lm))
     seconds = time.perf_counter() - start
     new_ids = tuple(int(i) for i in output[0, len(input_ids):].tolist())
     return Generation(

@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 
 from core.chat import chat_text
+from core.generation import pad_id
 from core.hooks import Edit, check_layer, edited_residual
 from core.loading import LoadedModel, ModelLoadError
 from core.tokens import require_tokenizer
@@ -98,16 +99,6 @@ def _short(text: str, limit: int = 80) -> str:
 
 
 # ---------------------------------------------------------------- batched generation, one edit per row
-
-
-def pad_id(lm: LoadedModel) -> int | None:
-    config = lm.model.generation_config
-    for candidate in (config.pad_token_id, lm.tokenizer.pad_token_id, config.eos_token_id):
-        if isinstance(candidate, (list, tuple)):
-            candidate = candidate[0] if candidate else None
-        if candidate is not None:
-            return int(candidate)
-    return None
 
 
 def require_weights(lm: LoadedModel) -> None:
