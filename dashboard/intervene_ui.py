@@ -75,19 +75,6 @@ class GenerationSettings:
                 f"up to {self.max_new_tokens} new tokens")
 
 
-def float_slider(label: str, key: str, default: float, min_value: float, max_value: float, step: float,
-                 **kwargs) -> float:
-    """st.slider for a float, with its value mirrored in the URL."""
-    if key not in st.session_state:
-        try:
-            st.session_state[key] = min(max(float(st.query_params.get(key, default)), min_value), max_value)
-        except ValueError:
-            st.session_state[key] = default
-    value = st.slider(label, min_value=min_value, max_value=max_value, step=step, key=key, **kwargs)
-    ui.remember_in_url(key, f"{value:g}")
-    return float(value)
-
-
 def generation_settings(prefix: str, default_tokens: int = 20) -> GenerationSettings:
     """Greedy / sampled and its settings, all URL-bound under `prefix`."""
     mode = ui.selectbox("Decoding", ["greedy", "sampled"], key=f"{prefix}_mode",
@@ -100,10 +87,10 @@ def generation_settings(prefix: str, default_tokens: int = 20) -> GenerationSett
     if mode == "greedy":
         return GenerationSettings(tokens, 0.0, 1.0, 0)
     with columns[1]:
-        temperature = float_slider("Temperature", f"{prefix}_temp", 0.8, 0.05, 2.0, 0.05,
+        temperature = ui.slider("Temperature", f"{prefix}_temp", 0.8, 0.05, 2.0, 0.05,
                                    help="Divides the scores before the softmax: below 1 sharper, above 1 flatter.")
     with columns[2]:
-        top_p = float_slider("Top-p", f"{prefix}_top_p", 0.95, 0.05, 1.0, 0.05,
+        top_p = ui.slider("Top-p", f"{prefix}_top_p", 0.95, 0.05, 1.0, 0.05,
                              help="Draw only among the most likely tokens that together hold this much "
                                   "probability (1 = all tokens).")
     with columns[3]:

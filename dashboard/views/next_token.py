@@ -53,7 +53,7 @@ controls = st.columns([1, 3])
 with controls[0]:
     k = ui.number_input("Tokens shown", key=f"{PREFIX}_k", default=10, min_value=1, max_value=30)
 with controls[1]:
-    temperature = intervene_ui.float_slider("Temperature T", f"{PREFIX}_t", 1.0, 0.0, 3.0, 0.05)
+    temperature = ui.slider("Temperature T", f"{PREFIX}_t", 1.0, 0.0, 3.0, 0.05)
 st.markdown(
     f"**What the temperature does.** The model gives each token a score; the probabilities are "
     f"softmax(score / T). At **T = 1** they are the model's own. **Below 1** the gaps between scores grow: "
