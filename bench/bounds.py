@@ -23,7 +23,7 @@ import time
 
 import torch
 
-HEAD_BLOCK = 16_384  # vocabulary rows per timed head block: core/lens.py's VOCAB_BLOCK
+HEAD_BLOCK = 16_384  # vocabulary rows per timed head block (a bigger block than the lens uses: the faster rate)
 RATE_ROWS = 512  # most rows a head-rate measurement uses
 
 

@@ -170,10 +170,10 @@ def measure(quick: bool) -> list[Row]:
                     timed(lambda: run_trace(big, prompt), 1), timed(lambda: plain_forward(big, prompt), 1),
                     "s", "<= 1.5x"))
     trace = fake_trace(29, tokens, 3072)
-    rows_per_chunk = (256 * 2**20) // (4 * big.vocab_size)
-    case = f"Llama-3.2-3B head 128,256 x 3,072 bf16, 29 x {tokens} rows (chunks of {rows_per_chunk})"
+    rows_per_chunk = (256 * 2**20) // (4 * big.vocab_size)  # head_bound's chunks, as the lens once ran
+    case = f"Llama-3.2-3B head 128,256 x 3,072 bf16, 29 x {tokens} rows"
     lens_s = timed(lambda: logit_lens(big, trace, 5), 1)
-    path = "fp32 blocks" if upcast_head("cpu", torch.bfloat16) else "bf16"
+    path = "fp32 blocks" if upcast_head("cpu", torch.bfloat16, 29 * tokens, 3072) else "bf16"
     bound, _ = matmul_bound(29 * tokens, 3072, big.vocab_size, torch.bfloat16)
     weight32 = big.lm_head.weight.float()  # an fp32 copy of the head: the fp32 matmul alone
     rows.append(Row(f"logit lens ({path}, picked by upcast_head) vs fp32 LM-head matmul", case, lens_s,

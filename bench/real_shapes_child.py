@@ -69,21 +69,21 @@ def hidden_sanity(trace) -> dict:
             "subnormal": int(((magnitude > 0) & (magnitude < tiny)).sum())}
 
 
-def lens_paths(lm, trace, dtype_key) -> dict:
+def lens_paths(lm, trace) -> dict:
     """The lens timed with each head path forced, and each path's last layer vs the model's own logits."""
     from core import lens
 
-    picked = lens._UPCAST_FASTER[dtype_key]
-    result = {"probe_upcast": picked}
+    entries, T, H = trace.hidden_states.shape
+    result = {"probe_upcast": lens.upcast_head("cpu", lm.dtype, entries * T, H)}  # what the lens picks
     own = torch.from_numpy(np.array(trace.last_logits))  # (V,) the model's own, from its forward
     last = torch.from_numpy(np.array(trace.hidden_states[-1, -1:]))  # (1, H), already normed
     for upcast, name in ((True, "upcast"), (False, "native")):
-        lens._UPCAST_FASTER[dtype_key] = upcast
+        lens.FORCE_UPCAST = upcast
         result[f"lens_{name}"] = seconds(lambda: lens.logit_lens(lm, trace, 5))
         with torch.inference_mode():
             decoded = lens.decode_rows(lm, last, normed=True)[0]  # (V,)
         result[f"lens_diff_{name}"] = float((decoded - own).abs().max())
-    lens._UPCAST_FASTER[dtype_key] = picked
+    lens.FORCE_UPCAST = None
     result["logit_scale"] = float(own.abs().max())
     return result
 
@@ -91,7 +91,7 @@ def lens_paths(lm, trace, dtype_key) -> dict:
 def ours(folder: str, quick: bool) -> dict:
     from core import load_model, run_trace
     from core.context import similarity_curves
-    from core.embeddings import embedding_table, nearest_tokens
+    from core.embeddings import compute_inverse_norms, embedding_table, nearest_tokens
     from core.lens import logit_lens, token_trajectory
     from core.tokens import encode
 
@@ -126,12 +126,14 @@ def ours(folder: str, quick: bool) -> dict:
     rows, H = trace.hidden_states.shape[0] * T, lm.text_config.hidden_size
     r["lens_rows"], r["hidden"], r["vocab"] = rows, H, lm.vocab_size
     r["head_bound"], r["head_rates"] = head_bound(rows, H, lm.vocab_size, lm.dtype)
-    r.update(lens_paths(lm, trace, ("cpu", lm.dtype)))
+    r.update(lens_paths(lm, trace))
     r["lens_warm"] = r["lens_upcast"] if r["probe_upcast"] else r["lens_native"]
     r["nearest_warm"] = min(seconds(lambda: nearest_tokens(lm, WORD, 10)) for _ in range(2))
     table = embedding_table(lm)
     r["table_shape"] = f"{table.shape[0]:,} x {table.shape[1]:,} {str(table.dtype).removeprefix('torch.')}"
     r["table_bound"], r["bandwidth"] = table_pass_bound(table)
+    # what load_model spent on the row norms (it computes them once, at load): the same call again
+    r["norms"] = min(seconds(lambda: compute_inverse_norms(table)) for _ in range(2))
     if not quick:
         long_ids = encode(lm, PROMPT)[0][:TRACE_TOKENS]
         r["plain_128"], r["trace_128"] = alternate(lambda: plain_forward(lm, long_ids),

@@ -12,7 +12,7 @@ so the raw table is used for every model.
 
 Memory: there is never a normalised copy of E (for Gemma 3 4B that would be
 another 262,208 x 2,560 fp32 = 2.7 GB). The inverse row norms 1/|E[i]| — one fp32
-vector of length vocab — are computed once per model and kept in a weak-keyed
+vector of length vocab — are computed once per model, when it loads, and kept in a weak-keyed
 cache beside the model (never on it: models are shared and read-only). With q
 scaled to unit length first, a query is one matrix-vector product in the
 table's own dtype, one multiply per token and a top-k: O(vocab) extra memory.

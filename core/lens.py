@@ -10,13 +10,17 @@ the last layer reproduces the model's own logits exactly.
 
 Cost: the LM-head matmul, rows x hidden x vocab for rows = (layers + 1) x T.
 The full (rows, vocab) table of probabilities would be GBs for a 3B model and
-a long prompt, so rows are decoded in chunks and only each row's top-k (and
-the log-sum-exp needed for its probabilities) is kept.
+a long prompt, so the head is read one block of the vocabulary at a time and
+only each row's running top-k (and the log-sum-exp needed for its
+probabilities) is kept. On CPU a 16-bit head block may be upcast to fp32 first
+when that is measured to be faster (upcast_head).
 """
 
 from __future__ import annotations
 
+import time
 import unicodedata
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -26,8 +30,10 @@ from core.loading import LoadedModel, ModelLoadError
 from core.tokens import display_token, require_tokenizer
 from core.trace import Trace, run_trace
 
-CHUNK_BYTES = 256 * 2**20  # logits of one chunk of rows (fp32) stay under this
-VOCAB_BLOCK = 16_384  # rows of a 16-bit head upcast to fp32 at a time (200 MB of fp32 for hidden 3072)
+ROWS_PER_PASS = 4_096  # hidden rows decoded per pass over the head (a 512-token, 28-layer prompt: 4 passes)
+VOCAB_BLOCK = 2_048  # head rows per block on CPU: an fp32 copy of one (25 MB at hidden 3,072) stays in cache
+BLOCK_BYTES = 256 * 2**20  # on GPUs, blocks grow until a block's fp32 logits reach this
+PROBE_ROWS = (16, 128)  # row counts at which upcast_head times the two head paths
 
 
 def _trace(lm: LoadedModel, prompt: str | Trace) -> Trace:
@@ -41,98 +47,152 @@ def softcap(lm: LoadedModel) -> float | None:
     return lm.parts.layout.logit_softcap
 
 
-def _head_fp32(head: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """The LM head in float32, one block of vocabulary rows at a time.
+# ---------------------------------------------------------------- the head, one vocabulary block at a time
 
-    Used where the CPU has no matmul instructions for the head's own 16-bit dtype
-    (`upcast_head`). Upcasting the whole head would double its memory, so only
-    VOCAB_BLOCK rows of it are upcast at a time. The result is the 16-bit head's
-    product computed exactly in fp32 (the model itself would round it to bf16).
+
+@dataclass(frozen=True)
+class HeadCosts:
+    """Seconds for one VOCAB_BLOCK of a 16-bit head, as (fixed, per row), for each path, measured here."""
+
+    native: tuple[float, float]  # the head's own dtype (fp32 accumulation, rounded output)
+    upcast: tuple[float, float]  # the block upcast to fp32, then an fp32 matmul
+
+    def upcast_faster(self, rows: int) -> bool:
+        return self.upcast[0] + self.upcast[1] * rows < self.native[0] + self.native[1] * rows
+
+
+def _best_seconds(fn, repeat: int = 2) -> float:
+    fn()  # untimed: kernel selection, first touch
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@torch.inference_mode()
+def measure_head_costs(dtype: torch.dtype, hidden: int) -> HeadCosts:
+    """Time one head block both ways at PROBE_ROWS rows and fit a line to each (about 0.1 s, once).
+
+    Why measure: which path is faster depends on the CPU and on the row count. Here (2 cores,
+    AVX512-BF16, no AMX) oneDNN's bf16 matmul runs at ~190 GFLOP/s and MKL's fp32 one at
+    ~310, so above ~60 rows the upcast pays for itself; below, the matmul only streams the
+    weight and the half-size bf16 read wins. With AMX, bf16 wins everywhere; where bf16 is
+    emulated it loses everywhere (5.4x in an earlier run of this project).
     """
-    weight = head.weight  # (V, H), model dtype
-    x = x.float()  # (rows, H)
-    logits = torch.empty(x.shape[0], weight.shape[0], dtype=torch.float32, device=x.device)  # (rows, V)
-    for start in range(0, weight.shape[0], VOCAB_BLOCK):
-        logits[:, start:start + VOCAB_BLOCK] = x @ weight[start:start + VOCAB_BLOCK].float().T  # (rows, block)
-    if head.bias is not None:
-        logits += head.bias.float()
-    return logits
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(VOCAB_BLOCK, hidden, generator=generator).mul_(0.02).to(dtype)  # (block, H)
+    seconds = {"native": [], "upcast": []}
+    for rows in PROBE_ROWS:
+        x = torch.randn(rows, hidden, generator=generator).to(dtype)  # (rows, H)
+        seconds["native"].append(_best_seconds(lambda: torch.nn.functional.linear(x, weight).float()))
+        seconds["upcast"].append(_best_seconds(lambda: x.float() @ weight.float().T))
+    (r0, r1) = PROBE_ROWS
+
+    def line(t: list[float]) -> tuple[float, float]:
+        per_row = max(0.0, (t[1] - t[0]) / (r1 - r0))
+        return max(0.0, t[0] - per_row * r0), per_row
+
+    return HeadCosts(line(seconds["native"]), line(seconds["upcast"]))
 
 
-# (device type, dtype) -> upcast the head? Filled by upcast_head once per process; a benchmark
-# may set an entry to time the other path (bench/real_shapes_child.py).
-_UPCAST_FASTER: dict[tuple[str, torch.dtype], bool] = {}
+_HEAD_COSTS: dict[tuple[torch.dtype, int], HeadCosts] = {}  # measured once per process and shape
+FORCE_UPCAST: bool | None = None  # benchmarks set it to time one path; None: upcast_head decides
 
 
-def _cpu_has_native(dtype: torch.dtype) -> bool:
-    """Whether this CPU has matmul instructions for `dtype` (AVX512-BF16 / AMX); torch's own checks."""
-    cpu = torch.cpu
-    if dtype == torch.bfloat16:
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    else:
-        checks = ("_is_amx_fp16_supported",)
-    return any(getattr(cpu, name, lambda: False)() for name in checks)
+def upcast_head(device: torch.device | str, dtype: torch.dtype, rows: int, hidden: int) -> bool:
+    """Whether `rows` hidden rows go through a 16-bit head upcast to fp32 block by block.
 
-
-def upcast_head(device: torch.device | str, dtype: torch.dtype) -> bool:
-    """Whether a 16-bit LM head runs in fp32 blocks (`_head_fp32`) rather than in its own dtype.
-
-    A measured rule (README "Benchmarks", bench/real_shapes.py, the whole lens timed both ways
-    side by side). On a 2-core CPU with AVX512-BF16 (no AMX), shared and loaded, the two paths
-    came out within noise of each other (Llama-3.2-3B head, 319 rows: bf16 15.2 s vs fp32 blocks
-    19.9 s in one run, 25.3 s vs 15.0 s in the next; Gemma-3-4b, 420 rows: 34.5 s vs 50.2 s),
-    and there the head's own dtype needs no fp32 scratch block and reproduces the model's own
-    logits more closely (max |diff| 0.004 vs 0.015). Where bf16 is emulated it is the slow one:
-    in the 2026-11-23 run of this project the bf16 head took 5.4x the fp32 one (265 s vs 49 s).
-    So: the head's own dtype where the CPU has instructions for it (AVX512-BF16 or AMX for bf16,
-    AMX-FP16 for fp16, as torch reports them), fp32 blocks elsewhere (fp16 without AMX: not
-    measured, treated like emulated bf16). A timing probe was tried first and dropped: on this
-    shared machine a sub-second probe cannot tell two paths this close apart, and its answer
-    changed from run to run. GPUs run 16-bit matmuls on tensor cores, so there the head is
-    never upcast; fp32 models have nothing to pick.
+    CPU only: GPUs run 16-bit matmuls on tensor cores, and fp32 heads have nothing to pick.
+    On CPU the choice is measured (measure_head_costs), not assumed.
     """
-    device = torch.device(device)
-    if device.type != "cpu" or dtype not in (torch.bfloat16, torch.float16):
+    if torch.device(device).type != "cpu" or dtype not in (torch.bfloat16, torch.float16):
         return False
-    key = (device.type, dtype)
-    if key not in _UPCAST_FASTER:
-        _UPCAST_FASTER[key] = not _cpu_has_native(dtype)
-    return _UPCAST_FASTER[key]
+    if FORCE_UPCAST is not None:
+        return FORCE_UPCAST
+    key = (dtype, hidden)
+    if key not in _HEAD_COSTS:
+        _HEAD_COSTS[key] = measure_head_costs(dtype, hidden)
+    return _HEAD_COSTS[key].upcast_faster(rows)
+
+
+def head_blocks(lm: LoadedModel, x: torch.Tensor):
+    """Yield (first token id, logits (rows, block) fp32) over the vocabulary, for finished rows x (rows, H).
+
+    The logits are what the model itself returns: its head, then Granite's scaling / Gemma's
+    soft-cap (core/parts.py). Block by block so that no (rows, vocab) table is ever built, and
+    so that an upcast copy of the head exists one cache-sized block at a time; upcast, the
+    product is the 16-bit head's computed exactly in fp32 (the model itself rounds it to bf16).
+    """
+    head = lm.lm_head
+    weight, bias = head.weight, head.bias  # (V, H), (V,) or None
+    if weight.device.type == "meta":  # offloaded by accelerate: only the head's own forward can read it
+        yield 0, lm.parts.adjust_logits(head(x).float())
+        return
+    rows = x.shape[0]
+    upcast = upcast_head(weight.device, weight.dtype, rows, weight.shape[1])
+    block = VOCAB_BLOCK if weight.device.type == "cpu" else max(VOCAB_BLOCK, BLOCK_BYTES // (4 * rows))
+    inputs = x.float() if upcast else x
+    for start in range(0, weight.shape[0], block):
+        w = weight[start:start + block]  # (block, H), a view
+        logits = inputs @ w.float().T if upcast else torch.nn.functional.linear(x, w).float()  # (rows, block)
+        if bias is not None:
+            logits += bias[start:start + block].float()
+        yield start, lm.parts.adjust_logits(logits)
+
+
+def finish_rows(lm: LoadedModel, hidden: torch.Tensor, normed: bool) -> torch.Tensor:
+    """Hidden vectors (rows, H) -> the head's input, in the model's dtype on its device.
+
+    The model's own final norm (read-only) unless `normed` (the trace's last entry already has
+    it), and OPT-350m's project_out always.
+    """
+    x = hidden.to(device=lm.device, dtype=lm.dtype)  # (rows, H)
+    return lm.parts.finish(x, normed=normed)
 
 
 def decode_rows(lm: LoadedModel, hidden: torch.Tensor, normed: bool) -> torch.Tensor:
-    """Hidden vectors (rows, H) -> the logits the model would give them (rows, V) float32.
+    """Hidden vectors (rows, H) -> the logits the model would give them (rows, V) float32."""
+    return torch.cat([logits for _, logits in head_blocks(lm, finish_rows(lm, hidden, normed))], dim=1)
 
-    `normed`: the rows already went through the final norm (the last entry).
-    Runs the model's own final norm (read-only, in the model's dtype) and its
-    head (in its own dtype, or in fp32 blocks on CPUs without instructions for it: upcast_head).
+
+def top_k_and_lse(lm: LoadedModel, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(top-k logits (rows, k), their token ids (rows, k), log-sum-exp (rows,)) of finished rows x.
+
+    One pass over the head's blocks, merging each block's top k into the running top k and its
+    log-sum-exp into the running one (the online softmax of Milakov & Gimelshein 2018).
     """
-    x = hidden.to(device=lm.device, dtype=lm.dtype)  # (rows, H)
-    x = lm.parts.finish(x, normed=normed)  # final norm unless normed; OPT-350m's project_out always
-    # A head whose weight accelerate offloaded (meta here) must go through its own forward.
-    if lm.lm_head.weight.device.type != "meta" and upcast_head(lm.device, lm.dtype):
-        logits = _head_fp32(lm.lm_head, x)
-    else:
-        logits = lm.lm_head(x).float()  # (rows, V)
-    return lm.parts.adjust_logits(logits)  # Granite's logits_scaling, Gemma's soft-capping
+    top = ids = lse = None
+    for start, logits in head_blocks(lm, x):
+        block_top, block_ids = torch.topk(logits, min(k, logits.shape[1]), dim=-1)  # (rows, <=k)
+        block_lse = torch.logsumexp(logits, dim=-1)  # (rows,)
+        if top is None:
+            top, ids, lse = block_top, block_ids + start, block_lse
+            continue
+        merged, merged_ids = torch.cat([top, block_top], 1), torch.cat([ids, block_ids + start], 1)
+        top, pick = torch.topk(merged, min(k, merged.shape[1]), dim=-1)
+        ids, lse = torch.gather(merged_ids, 1, pick), torch.logaddexp(lse, block_lse)
+    return top, ids, lse
 
 
 def _chunks(lm: LoadedModel, trace: Trace, chunk_rows: int | None):
-    """Yield (layers, positions, logits (rows, V)) for blocks of consecutive (layer, position) rows.
+    """Yield (layers, positions, finished rows x) for blocks of consecutive (layer, position) rows.
 
-    A block never mixes the last entry (already normed) with the others; only
-    one block of logits exists at a time.
+    Only one chunk of rows is copied out of the read-only trace at a time.
     """
     entries, T, H = trace.hidden_states.shape
-    rows_per_chunk = chunk_rows or max(1, CHUNK_BYTES // (4 * lm.vocab_size))
     flat = trace.hidden_states.reshape(-1, H)  # (entries*T, H), a read-only view
     last_start = (entries - 1) * T  # rows of the last entry already have the final norm
-    for normed, (lo, hi) in ((False, (0, last_start)), (True, (last_start, entries * T))):
-        for start in range(lo, hi, rows_per_chunk):
-            stop = min(start + rows_per_chunk, hi)
-            rows = np.arange(start, stop)
-            chunk = torch.from_numpy(np.array(flat[start:stop]))  # writable copy of this chunk only
-            yield rows // T, rows % T, decode_rows(lm, chunk, normed)
+    step = chunk_rows or ROWS_PER_PASS
+    for start in range(0, entries * T, step):
+        stop = min(start + step, entries * T)
+        parts = [(lo, hi, lo >= last_start) for lo, hi in ((start, min(stop, last_start)),
+                                                            (max(start, last_start), stop)) if lo < hi]
+        x = torch.cat([finish_rows(lm, torch.from_numpy(np.array(flat[lo:hi])), normed)
+                       for lo, hi, normed in parts])  # (rows, H), finished
+        rows = np.arange(start, stop)
+        yield rows // T, rows % T, x
 
 
 def logit_lens(lm: LoadedModel, prompt: str | Trace, k: int = 5, *, chunk_rows: int | None = None) -> pd.DataFrame:
@@ -144,13 +204,12 @@ def logit_lens(lm: LoadedModel, prompt: str | Trace, k: int = 5, *, chunk_rows: 
     k = max(1, min(int(k), lm.vocab_size))
     layers, positions, ids, probs = [], [], [], []
     with lm.lock, torch.inference_mode():
-        for layer, position, logits in _chunks(lm, trace, chunk_rows):
-            lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (rows, 1)
-            top, top_ids = torch.topk(logits, k, dim=-1)  # (rows, k)
+        for layer, position, x in _chunks(lm, trace, chunk_rows):
+            top, top_ids, lse = top_k_and_lse(lm, x, k)  # (rows, k), (rows, k), (rows,)
             layers.append(layer)
             positions.append(position)
             ids.append(top_ids.cpu().numpy())
-            probs.append(torch.exp(top - lse).cpu().numpy())  # only the top-k probabilities are kept
+            probs.append(torch.exp(top - lse[:, None]).cpu().numpy())  # only the top-k probabilities are kept
     ids, probs = np.concatenate(ids), np.concatenate(probs)  # (rows, k)
     rows = ids.shape[0]
     names = {i: display_token(lm, int(i)) for i in np.unique(ids)}
@@ -248,8 +307,8 @@ def token_trajectory(lm: LoadedModel, prompt: str | Trace, target: str | int | N
     entries = trace.hidden_states.shape[0]
     rows = torch.from_numpy(np.array(trace.hidden_states[:, position]))  # (entries, H)
     with lm.lock, torch.inference_mode():
-        logits = torch.cat([decode_rows(lm, rows[:-1], normed=False),
-                            decode_rows(lm, rows[-1:], normed=True)])  # (entries, V)
+        x = torch.cat([finish_rows(lm, rows[:-1], normed=False), finish_rows(lm, rows[-1:], normed=True)])
+        logits = torch.cat([block for _, block in head_blocks(lm, x)], dim=1)  # (entries, V): one pass over the head
         if target_id is None:  # the model's own prediction: its real logits at the last position
             final = trace.last_logits if position == T - 1 else logits[-1].cpu().numpy()
             target_id = int(np.argmax(final))

@@ -359,10 +359,33 @@ def load_model(
     if plan is not None:
         # Where the token ids must go: the embedding's execution device (cuda:0 for a model spread over GPUs).
         device = str(execution_device(model.get_input_embeddings()))
+    lm = LoadedModel(source, resolved, model, tokenizer, True, device, chosen_dtype, 0.0, resolved.is_gguf,
+                     plan=plan)
+    if progress:
+        progress(0.95, f"Measuring the embedding rows of {source}")
+    _precompute_embedding_norms(lm)
     if progress:
         progress(1.0, f"{source} loaded")
-    return LoadedModel(source, resolved, model, tokenizer, True, device, chosen_dtype,
-                       time.perf_counter() - started, resolved.is_gguf, plan=plan)
+    lm.load_seconds = time.perf_counter() - started
+    return lm
+
+
+def _precompute_embedding_norms(lm: LoadedModel) -> None:
+    """Compute the embedding table's inverse row norms now, while loading.
+
+    Why here: nearest tokens, arithmetic and the word map all need 1/|E[i]| for the whole table.
+    Computed inside the first query, it doubles that query's cost (two passes over the table
+    instead of one: 3x the bandwidth bound instead of 1.9x for Llama 3.2 3B's table, bench/
+    real_shapes.py). At load it is one more pass over weights that were just read (0.06-0.1 s
+    for a 3-4 B model). A model without a readable table loads anyway; the pages that need the
+    table say why.
+    """
+    from core.embeddings import inverse_norms  # here, not at the top: core.embeddings imports this module
+
+    try:
+        inverse_norms(lm)  # kept in core.embeddings' per-model cache
+    except ModelLoadError:
+        pass
 
 
 def _require_safetensors(folder: Path, source: str) -> None:

@@ -69,6 +69,44 @@ def test_middle_layers_match_independent_norm_and_head(name, request):
         np.testing.assert_allclose(got["prob"], probs.max(-1), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("upcast", [False, True])
+def test_vocabulary_blocks_merge_to_the_whole_vocabulary(tiny_folders, monkeypatch, upcast):
+    """The head read in blocks of 7 token rows (not dividing the vocabulary), running top-k and
+    log-sum-exp merged across them, gives every row's exact top 4 and probabilities; both head
+    paths, on a bf16 Gemma (soft-capped) whose every block is decoded the way the model is."""
+    from core import lens, load_model
+
+    monkeypatch.setattr(lens, "VOCAB_BLOCK", 7)
+    monkeypatch.setattr(lens, "FORCE_UPCAST", upcast)
+    lm = load_model(str(tiny_folders["gemma3"]), dtype="bfloat16")
+    assert lm.vocab_size % 7 != 0
+    trace = run_trace(lm, PROMPT)
+    table = logit_lens(lm, trace, k=4, chunk_rows=5)
+    head = lm.lm_head.weight.detach().double().numpy()  # (V, H)
+    entries, T, _ = trace.hidden_states.shape
+    for layer in range(entries):
+        normed = layer == entries - 1
+        with torch.inference_mode():  # the model's own norm; the head product in float64 here
+            x = lm.parts.finish(torch.from_numpy(np.array(trace.hidden_states[layer])).bfloat16(), normed=normed)
+        logits = x.double().numpy() @ head.T  # (T, V)
+        cap = lm.text_config.final_logit_softcapping
+        probs = softmax(cap * np.tanh(logits / cap))
+        got = table[table["layer"] == layer].sort_values(["position", "rank"])
+        want = np.sort(probs, axis=-1)[:, ::-1][:, :4]  # (T, 4) the exact top-4 probabilities
+        np.testing.assert_allclose(got["prob"].to_numpy().reshape(T, 4), want, rtol=2e-2, atol=1e-5)
+        chosen = probs[np.arange(T)[:, None], got["token_id"].to_numpy().reshape(T, 4)]
+        np.testing.assert_allclose(chosen, want, rtol=2e-2, atol=1e-5)  # the ids carry those probabilities
+
+
+def test_head_path_follows_the_measured_costs():
+    from core.lens import HeadCosts, measure_head_costs
+
+    costs = HeadCosts(native=(0.0, 1.0), upcast=(10.0, 0.5))  # upcast: fixed cost, cheaper per row
+    assert not costs.upcast_faster(19) and costs.upcast_faster(21)
+    measured = measure_head_costs(torch.bfloat16, 64)  # the real probe, on this machine
+    assert all(value >= 0 for value in measured.native + measured.upcast)
+
+
 def test_gemma_softcap_is_applied(tiny_folders, tmp_path):
     """core's lens caps the logits as the model does (cap * tanh(logits / cap)), at every layer.
 
