@@ -19,23 +19,12 @@ This module is plumbing (no `measure`): `python -m bench` skips it.
 
 from __future__ import annotations
 
-import time
-
 import torch
+
+from core.lens import best_seconds  # the same timer as the lens's head-path probe
 
 HEAD_BLOCK = 16_384  # vocabulary rows per timed head block (a bigger block than the lens uses: the faster rate)
 RATE_ROWS = 512  # most rows a head-rate measurement uses
-
-
-def best_seconds(fn, repeat: int = 3) -> float:
-    """Best of `repeat` calls after one untimed call (kernel selection, page faults)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 @torch.inference_mode()

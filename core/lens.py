@@ -61,7 +61,8 @@ class HeadCosts:
         return self.upcast[0] + self.upcast[1] * rows < self.native[0] + self.native[1] * rows
 
 
-def _best_seconds(fn, repeat: int = 2) -> float:
+def best_seconds(fn, repeat: int = 2) -> float:
+    """Best of `repeat` timed calls, after one untimed one."""
     fn()  # untimed: kernel selection, first touch
     best = float("inf")
     for _ in range(repeat):
@@ -86,8 +87,8 @@ def measure_head_costs(dtype: torch.dtype, hidden: int) -> HeadCosts:
     seconds = {"native": [], "upcast": []}
     for rows in PROBE_ROWS:
         x = torch.randn(rows, hidden, generator=generator).to(dtype)  # (rows, H)
-        seconds["native"].append(_best_seconds(lambda: torch.nn.functional.linear(x, weight).float()))
-        seconds["upcast"].append(_best_seconds(lambda: x.float() @ weight.float().T))
+        seconds["native"].append(best_seconds(lambda: torch.nn.functional.linear(x, weight).float()))
+        seconds["upcast"].append(best_seconds(lambda: x.float() @ weight.float().T))
     (r0, r1) = PROBE_ROWS
 
     def line(t: list[float]) -> tuple[float, float]:
@@ -130,6 +131,7 @@ def head_blocks(lm: LoadedModel, x: torch.Tensor):
     if weight.device.type == "meta":  # offloaded by accelerate: only the head's own forward can read it
         yield 0, lm.parts.adjust_logits(head(x).float())
         return
+    x = x.to(weight.device)  # the head may sit on another GPU than the embeddings (a model spread over GPUs)
     rows = x.shape[0]
     upcast = upcast_head(weight.device, weight.dtype, rows, weight.shape[1])
     block = VOCAB_BLOCK if weight.device.type == "cpu" else max(VOCAB_BLOCK, BLOCK_BYTES // (4 * rows))

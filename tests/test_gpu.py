@@ -8,6 +8,10 @@ every analysis is run on both. Tolerances: fp32 matmuls on a GPU differ from the
 (~1e-6 relative); bf16 rounds every layer's output to 8 bits of mantissa, so two layers drift by ~1e-2.
 The pages run under AppTest with the models on cuda; a real out-of-memory error is provoked by capping
 the process's share of GPU memory.
+
+Without CUDA these are the only skips. The rehearsal tests at the end run the same comparison and page
+sweep on the CPU, against copies that accelerate dispatched to disk, so this module's own code runs in
+every CI run.
 """
 
 import copy
@@ -31,8 +35,7 @@ from core.sources import CONFIG_DIR, Source
 from core.steering import steering_vector
 from core.vocabulary import embedding_row
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU tier needs a CUDA device")]
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU tier needs a CUDA device")
 
 PROMPT = "the apple is green. what color is the apple?"
 SENTENCES = ["I ate an apple for breakfast.", "The company that makes iPads is Apple."]
@@ -92,6 +95,8 @@ def _on_gpu(lm: LoadedModel) -> bool:
     return lm.device.startswith("cuda") and all(p.device.type == "cuda" for p in lm.model.parameters())
 
 
+@pytest.mark.gpu
+@needs_cuda
 @pytest.mark.parametrize("kind", ["llama", "gemma3", "gemma3-vision"])
 def test_tiny_models_on_cuda_equal_the_cpu(tiny_folders, kind):
     cpu, gpu = load_model(str(tiny_folders[kind]), device="cpu"), load_model(str(tiny_folders[kind]))
@@ -99,6 +104,8 @@ def test_tiny_models_on_cuda_equal_the_cpu(tiny_folders, kind):
     compare_everything(cpu, gpu)
 
 
+@pytest.mark.gpu
+@needs_cuda
 @pytest.mark.parametrize("name", ["smollm2-135m", "gemma-3-270m"])
 def test_embedded_pair_on_cuda_equals_the_cpu(name):
     cpu, gpu = load_model(name, device="cpu"), load_model(name)
@@ -123,6 +130,8 @@ def random_real_shape(preset: str, layers: int = 2) -> LoadedModel:
                        tiny_tokenizer(), True, "cpu", torch.bfloat16, 0.0)
 
 
+@pytest.mark.gpu
+@needs_cuda
 @pytest.mark.parametrize("preset", ["llama-3.2-3b", "gemma-3-4b"])
 def test_real_shapes_in_bf16_on_cuda_equal_the_cpu(preset):
     cpu = random_real_shape(preset)
@@ -130,8 +139,8 @@ def test_real_shapes_in_bf16_on_cuda_equal_the_cpu(preset):
     gpu = LoadedModel(cpu.name, cpu.source, gpu_model, cpu.tokenizer, True, "cuda:0", torch.bfloat16, 0.0)
     assert gpu.vocab_size in (128_256, 262_208) and _on_gpu(gpu)
     compare_everything(cpu, gpu)
-
-
+@pytest.mark.gpu
+@needs_cuda
 def test_a_model_spread_over_gpus_cpu_and_disk_gives_the_cpu_trace(tiny_folders):
     """accelerate's dispatch with a GPU executing: some layers on the GPU(s), some in CPU RAM, some on disk."""
     folder = tiny_folders["llama"]
@@ -141,8 +150,8 @@ def test_a_model_spread_over_gpus_cpu_and_disk_gives_the_cpu_trace(tiny_folders)
     assert {"cuda:0", "disk"} <= set(spread.plan.bytes_on)
     cpu = load_model(str(folder), device="cpu")
     compare_everything(cpu, spread)
-
-
+@pytest.mark.gpu
+@needs_cuda
 def test_running_out_of_gpu_memory_halfway_through_a_trace_is_a_message(tiny_folders):
     """A real torch.OutOfMemoryError: the process may use only what it holds now plus 1 MiB."""
     lm = load_model(str(tiny_folders["llama"]))
@@ -164,13 +173,50 @@ def _pages() -> list[str]:
     return re.findall(r'"(views/[a-z_]+\.py)"', home)
 
 
+@pytest.mark.gpu
+@needs_cuda
 @pytest.mark.app
 @pytest.mark.parametrize("models", ["tiny", "embedded"])
 def test_every_page_on_cuda(tiny_folders, models):
+    query = {"a": str(tiny_folders["llama"]), "b": str(tiny_folders["gemma3"])} if models == "tiny" else {}
+    every_page_runs_with_models_on(query, _on_gpu)
+
+
+def every_page_runs_with_models_on(query: dict, placed) -> None:
+    """Every page opens without an exception box, with both models placed as `placed(lm)` says."""
     from tests.apptest import assert_clean, run_page
 
-    query = {"a": str(tiny_folders["llama"]), "b": str(tiny_folders["gemma3"])} if models == "tiny" else {}
-    for page in _pages():
+    pages = _pages()
+    assert len(pages) >= 11
+    for page in pages:
         app = run_page(page, query=query)
         assert_clean(app)
-        assert all(_on_gpu(slot.lm) for slot in app.session_state["_slots"]), page
+        slots = app.session_state["_slots"]
+        assert len(slots) == 2 and all(placed(slot.lm) for slot in slots), page
+
+
+# ---------------------------------------------------------------- rehearsal on the CPU (fast tier)
+# The comparison above never runs where no GPU is lent. These run it on the CPU against models
+# dispatched by accelerate (every layer offloaded to disk: the hooks that move weights and inputs
+# between devices are the same ones a GPU placement uses), so the GPU tier's own code is exercised
+# wherever the tests run, and every analysis is checked on a dispatched model.
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma3", "gemma3-vision"])
+def test_rehearsal_every_analysis_on_a_disk_offloaded_copy(tiny_folders, kind, tmp_path):
+    cpu = load_model(str(tiny_folders[kind]), device="cpu")
+    offloaded = load_model(str(tiny_folders[kind]), device_map="disk", offload_folder=tmp_path)
+    assert "disk" in offloaded.plan.bytes_on
+    compare_everything(cpu, offloaded)
+
+
+def test_rehearsal_real_llama_shape_in_bf16():
+    """The real-shape bf16 comparison's code on two CPU copies (seeded alike, so equal)."""
+    compare_everything(random_real_shape("llama-3.2-3b"), random_real_shape("llama-3.2-3b"))
+
+
+@pytest.mark.app
+def test_rehearsal_every_page_with_both_models_offloaded_to_disk(tiny_folders):
+    """The page sweep of test_every_page_on_cuda, with the sidebar's placement set to disk offload."""
+    query = {"a": str(tiny_folders["llama"]), "b": str(tiny_folders["gemma3"]), "place_a": "disk", "place_b": "disk"}
+    every_page_runs_with_models_on(query, lambda lm: lm.plan is not None and "disk" in lm.plan.bytes_on)
