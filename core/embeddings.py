@@ -105,6 +105,16 @@ def inverse_norms(lm: LoadedModel) -> torch.Tensor:
 # ---------------------------------------------------------------- cosine over the whole vocabulary
 
 
+def row_dots(table: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """E[i] . q for every row (V,), in the table's dtype: fp32 accumulation, output rounded.
+
+    A one-row F.linear, not torch.mv: torch's CPU mv for bf16/fp16 is a slower kernel (Llama-3.2-3B's
+    128,256 x 3,072 bf16 table: mv 0.080 s, linear 0.043 s, a plain sum over it 0.046 s); for fp32
+    tables the two are the same.
+    """
+    return torch.nn.functional.linear(q.to(table.dtype)[None], table)[0]
+
+
 @torch.no_grad()
 def top_cosine_rows(table: torch.Tensor, inverse: torch.Tensor, q: torch.Tensor, k: int,
                     exclude=()) -> tuple[list[int], list[float]]:
@@ -118,8 +128,7 @@ def top_cosine_rows(table: torch.Tensor, inverse: torch.Tensor, q: torch.Tensor,
     q = q / torch.linalg.vector_norm(q).clamp_min(1e-30)  # (H,) unit: E[i].q * inverse[i] is the cosine
     exclude = sorted(set(exclude))
     k = max(1, min(int(k), table.shape[0] - len(exclude)))
-    # (V,) fp32. The matvec runs in the table's dtype with fp32 accumulation; the multiply upcasts.
-    scores = torch.mul(torch.mv(table, q.to(table.dtype)), inverse)
+    scores = torch.mul(row_dots(table, q), inverse)  # (V,) fp32: the multiply upcasts
     if exclude:
         scores[exclude] = float("-inf")
     top = torch.topk(scores, k)
@@ -251,8 +260,8 @@ def arithmetic(lm: LoadedModel, a: str | int, b: str | int, c: str | int, k: int
 def rank_of(lm: LoadedModel, q: torch.Tensor, token_id: int, exclude=()) -> int:
     """Where `token_id` lands when the whole vocabulary is sorted by cosine to q (1 = closest)."""
     table, inverse = embedding_table(lm), inverse_norms(lm)
-    q = q.detach().to(device=table.device, dtype=table.dtype)  # (H,); the scale of q is irrelevant
-    scores = torch.mul(torch.mv(table, q), inverse)  # (V,)
+    q = q.detach().to(device=table.device)  # (H,); the scale of q is irrelevant
+    scores = torch.mul(row_dots(table, q), inverse)  # (V,)
     if exclude:
         scores[sorted(set(exclude))] = float("-inf")
     return int((scores > scores[token_id]).sum()) + 1
