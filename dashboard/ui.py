@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -50,7 +51,15 @@ class Slot:
 
     @property
     def title(self) -> str:
-        return f"Model {self.label}: {self.key.source}"
+        """"Model A: <name>", short enough for a column header or a chart legend."""
+        return f"Model {self.label}: {short_name(self.key.source)}"
+
+
+def short_name(source: str) -> str:
+    """A preset or hub id as typed; a local folder or .gguf file by its own name (the sidebar has the path)."""
+    path = Path(source).expanduser()
+    local = source.startswith(("/", "~", ".")) or path.suffix == ".gguf"
+    return path.name if local and path.name else source
 
 
 # ---------------------------------------------------------------- caches

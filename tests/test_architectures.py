@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -272,6 +273,8 @@ def test_every_page(kind, folders, models):
             assert f"{count_parameters(lm):,}" in text and str(lm.parts.layout.mlp_width or "—") in text
         elif page == "vocabulary":
             assert f"{lm.vocab_size:,}" in text
+            # a local folder is titled by its own name, not its whole path (the sidebar keeps the path)
+            assert f"Model A: {Path(folders[kind]).name}" in [h.value for h in app.subheader]
         elif page == "hidden_states":
             assert str(lm.num_layers + 1) in [str(m.value) for m in app.metric]
         elif page in ("embeddings", "similarity", "logit_lens"):
