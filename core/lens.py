@@ -77,8 +77,8 @@ def measure_head_costs(dtype: torch.dtype, hidden: int) -> HeadCosts:
     """Time one head block both ways at PROBE_ROWS rows and fit a line to each (about 0.1 s, once).
 
     Why measure: which path is faster depends on the CPU and on the row count. Here (2 cores,
-    AVX512-BF16, no AMX) oneDNN's bf16 matmul runs at ~190 GFLOP/s and MKL's fp32 one at
-    ~310, so above ~60 rows the upcast pays for itself; below, the matmul only streams the
+    AVX512-BF16, no AMX) oneDNN's bf16 matmul runs at 160-190 GFLOP/s and MKL's fp32 one at
+    260-310, so above ~60 rows the upcast pays for itself; below, the matmul only streams the
     weight and the half-size bf16 read wins. With AMX, bf16 wins everywhere; where bf16 is
     emulated it loses everywhere (5.4x in an earlier run of this project).
     """
