@@ -147,7 +147,7 @@ def set_trace_budget_gib(gib: float) -> None:
 
 
 def trace_for(slot: Slot, prompt: str) -> Trace:
-    with st.spinner(f"Running {slot.key.source} on the prompt…"):
+    with st.spinner(f"Running {short_name(slot.key.source)} on the prompt…"):
         return cached_trace(slot.key, prompt)
 
 
@@ -330,7 +330,7 @@ def side_by_side(render, slots: list[Slot] | None = None, need_weights: bool = F
                 st.error(slot.error)
                 continue
             if need_weights and not slot.lm.has_weights:
-                st.info(f"{slot.key.source} is loaded from its config only: turn on 'Load the weights' "
+                st.info(f"{short_name(slot.key.source)} is loaded from its config only: turn on 'Load the weights' "
                         "in the sidebar to run text through it.")
                 continue
             try:
@@ -359,7 +359,7 @@ def truncation_text(slot: Slot, trace: Trace) -> str | None:
     seen = int(trace.offsets[:, 1].max())
     total = f"{trace.total_tokens:,}" if trace.total_tokens else f"more than {run:,}"
     tail = trace.prompt[max(0, seen - 24):seen].replace("\n", " ")
-    return (f"Model {slot.label} ({slot.key.source}): the prompt has {total} tokens; only the first {run:,} were "
+    return (f"Model {slot.label} ({short_name(slot.key.source)}): the prompt has {total} tokens; only the first {run:,} were "
             f"run, so 'last position' is token {run:,} (position {run - 1:,}, {trace.tokens[-1]!r}), "
             f"after the text '…{tail}'. The text after character {seen:,} (of {len(trace.prompt):,}) was not seen.")
 

@@ -140,11 +140,11 @@ with st.expander("Or type exact tensor names (from the list above)"):
 def weights(slot) -> None:
     name = typed[slot.label] or find_tensor(slot.lm, component, resolve_layer(slot.lm, heat_layer))
     if name is None:
-        st.info(f"{slot.key.source} has no '{component}' matrix" +
+        st.info(f"{ui.short_name(slot.key.source)} has no '{component}' matrix" +
                 (" (its LM head is tied to the embedding table)." if component.startswith("LM head") else "."))
         return
     if not slot.lm.has_weights:
-        st.info(f"`{name}` — {slot.key.source} is loaded from its config only, so it has shapes but no values. "
+        st.info(f"`{name}` — {ui.short_name(slot.key.source)} is loaded from its config only, so it has shapes but no values. "
                 "Turn on 'Load the weights' in the sidebar to see the numbers.")
         return
     view = view_for(slot.key, name, block)

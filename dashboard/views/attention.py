@@ -68,7 +68,7 @@ if not prompt.strip():
 @st.cache_data(max_entries=32, show_spinner="Drawing every head…")
 def grid_png(key, prompt: str, hide_first: bool, log_scale: bool, shared: bool, selected: tuple) -> bytes:
     lm, trace = ui.cached_model(key), ui.cached_trace(key, prompt)
-    title = f"{key.source}: rows = layers, columns = heads"
+    title = f"{ui.short_name(key.source)}: rows = layers, columns = heads"
     return png_bytes(grid_image(trace.attentions, hide_first=hide_first, log_scale=log_scale, shared_scale=shared,
                                 layer_kinds=layer_kinds(lm), kv_heads=kv_head_of(lm), selected=selected, title=title))
 

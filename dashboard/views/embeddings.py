@@ -83,7 +83,7 @@ def nearest(slot) -> None:
     ids, pieces = pieces_for(slot.key, query)
     used = query
     if len(ids) > 1:
-        st.info(f"{slot.key.source} cuts '{query}' into {len(ids)} tokens: " + " | ".join(f"`{p}`" for p in pieces)
+        st.info(f"{ui.short_name(slot.key.source)} cuts '{query}' into {len(ids)} tokens: " + " | ".join(f"`{p}`" for p in pieces)
                 + ". The list uses the average of their vectors; you can pick one piece instead.")
         choice = st.selectbox("Use", [-1] + list(range(len(ids))), key=f"emb_piece_{slot.label}_{query}",
                               format_func=lambda i: f"piece {i + 1}: {pieces[i]}" if i >= 0 else "all pieces (average)")

@@ -166,7 +166,7 @@ token_text = ui.text_input("Token (a leading space matters: ' apple' and 'apple'
 @needs_tokenizer
 def row(slot) -> None:
     if not slot.lm.has_weights:
-        st.info(f"{slot.key.source} is loaded from its config only: its embedding table has no values.")
+        st.info(f"{ui.short_name(slot.key.source)} is loaded from its config only: its embedding table has no values.")
         return
     info = embedding_row(slot.lm, find_token(slot.lm, token_text))
     st.markdown(f"id **{info['id']:,}** reads as `{visible(info['token'])}` · norm **{info['norm']:.4f}** "
