@@ -14,6 +14,10 @@ layers × one generation. Measured on the embedded pair, side by side in one run
    at the least).
 The source / list traces are computed once before timing; run_trace is counted
 during each sweep (must be 0).
+4. The Patchscopes sweep with the target prompt's prefix (every token before the
+   placeholder) run once and its key/value cache repeated for every row, vs every
+   row running the whole prompt: on the embedded pair, and (without --quick) on the
+   real Llama-3.2-3B shape of bench/real_shapes.py for 8 source layers.
 
     python -m bench.intervene [--quick]
 """
@@ -93,6 +97,39 @@ def measure(quick: bool = False) -> list[Row]:
         finally:
             for module in MODULES:
                 module.run_trace = original
+    rows += prefix_rows(quick, repeat)
+    return rows
+
+
+def prefix_rows(quick: bool, repeat: int) -> list[Row]:
+    """Patchscopes with the shared-prefix cache vs with it switched off, same sweep, same answers."""
+    from bench.real_shapes import real_shape_folder
+
+    cases = [("smollm2-135m", None), ("gemma-3-270m", None)]
+    if not quick:
+        cases.append((str(real_shape_folder("llama-3.2-3b")), list(range(8))))
+    rows = []
+    for source_name, layers in cases:
+        lm = load_model(source_name) if layers is None else load_model(source_name, device_map="cpu")
+        source = run_trace(lm, SOURCE)
+        position = word_position(source, WORD)
+
+        def sweep():
+            return patchscope_from_trace(lm, source, position, DESCRIPTION_PROMPT, layers=layers, max_new_tokens=10)
+
+        shared_table, shared = sweep(), timed(sweep, repeat)
+        prefix_cache = core.patchscopes._prefix_cache
+        core.patchscopes._prefix_cache = lambda lm, prefix, rows: None  # every row runs the whole prompt
+        try:
+            whole_table, whole = sweep(), timed(sweep, repeat)
+        finally:
+            core.patchscopes._prefix_cache = prefix_cache
+        same = shared_table["token_ids"].tolist() == whole_table["token_ids"].tolist()
+        count = len(shared_table)
+        label = source_name if layers is None else "Llama-3.2-3B shape, random bf16"
+        rows.append(Row(f"Patchscopes sweep: target prefix run once vs every row running the whole prompt "
+                        f"(same answers: {same})", f"{label}, {count} rows, 10 tokens", shared, whole, "s", "< 1x"))
+        del lm
     return rows
 
 

@@ -30,13 +30,14 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 
 from core.chat import chat_text
 from core.generation import pad_id
 from core.hooks import Edit, check_layer, edited_residual
 from core.loading import LoadedModel, ModelLoadError
 from core.tokens import require_tokenizer
-from core.trace import MAX_TRACE_TOKENS, Trace, run_trace
+from core.trace import MAX_TRACE_TOKENS, Trace, last_logits_only, run_trace
 
 DEFAULT_PLACEHOLDER = "x"
 MAX_ROWS = 32  # rows of one batched generation: bounds memory (KV cache grows with rows × tokens)
@@ -108,17 +109,23 @@ def require_weights(lm: LoadedModel) -> None:
 
 
 def generate_rows(lm: LoadedModel, input_ids: list[int], rows: int, edits: Mapping[int, Edit],
-                  max_new_tokens: int) -> list[tuple[int, ...]]:
+                  max_new_tokens: int, shared_prefix: int = 0) -> list[tuple[int, ...]]:
     """Greedy continuations of `rows` copies of `input_ids`, with `edits` ({layer: batch edit}) active.
 
-    Each edit sees the whole batch (rows, T, hidden) and decides which rows it touches.
+    Each edit sees the whole batch (rows, T', hidden) and decides which rows it touches; T' < T
+    when a shared prefix was run first (see below), so edits locate positions from the end.
+    `shared_prefix`: how many leading tokens are the same in every row and touched by no edit.
+    They run once, for one row, and their key/value cache is repeated for every row: a 28-layer
+    sweep over a 30-token target prompt with its placeholder near the end then runs ~30 + 28 x 2
+    prompt tokens instead of 28 x 30. Models whose cache cannot be repeated run the whole prompt.
     Returns the new token ids of every row (EOS included when reached, padding dropped).
     """
     ids = torch.tensor([list(input_ids)] * rows, device=lm.device)  # (rows, T)
     pad = pad_id(lm)
+    cache = _prefix_cache(lm, ids[:1, :shared_prefix], rows) if 0 < shared_prefix < len(input_ids) else None
     with edited_residual(lm, edits), torch.inference_mode():
         output = lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                   max_new_tokens=max_new_tokens, pad_token_id=pad,
+                                   max_new_tokens=max_new_tokens, pad_token_id=pad, past_key_values=cache,
                                    output_scores=True, return_dict_in_generate=True)
     first_scores = output.scores[0]  # (rows, vocab)
     if not torch.isfinite(first_scores).all():
@@ -136,6 +143,21 @@ def generate_rows(lm: LoadedModel, input_ids: list[int], rows: int, edits: Mappi
     return result
 
 
+def _prefix_cache(lm: LoadedModel, prefix: torch.Tensor, rows: int) -> DynamicCache | None:
+    """The key/value cache of `prefix` (1, P), repeated to `rows` rows; None where it cannot be repeated."""
+    with edited_residual(lm, {}), torch.inference_mode():  # the model's lock; no edit touches the prefix
+        output = lm.model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True,
+                          **last_logits_only(lm, prefix.shape[1]))
+    cache = getattr(output, "past_key_values", None)  # a state-space model returns `cache_params` instead
+    # Attention layers keep (batch, heads, P, head_dim) keys and values, which repeat row-wise; a
+    # state-space or linear-attention layer keeps a running state that these classes do not cover.
+    if not isinstance(cache, DynamicCache) or any(type(layer) not in (DynamicLayer, DynamicSlidingWindowLayer)
+                                                   for layer in cache.layers):
+        return None
+    cache.batch_repeat_interleave(rows)
+    return cache
+
+
 def prompt_pass_only(edit: Edit) -> Edit:
     """`edit` on the first forward pass (the prompt's), the identity on every generated token after it."""
     used = False
@@ -150,12 +172,16 @@ def prompt_pass_only(edit: Edit) -> Edit:
     return once
 
 
-def _replace(rows: list[int], position: int, states: torch.Tensor) -> Edit:
-    """Set hidden[rows[i], position] = states[i]; other rows and positions untouched."""
+def _replace(rows: list[int], position: int, states: torch.Tensor, prompt_length: int) -> Edit:
+    """On the prompt pass, set hidden[rows[i], position] = states[i]; other rows and positions untouched.
 
-    def edit(hidden: torch.Tensor) -> torch.Tensor:  # (batch, T, hidden)
+    The pass may start after a cached shared prefix (generate_rows), so `position` is counted
+    from the end of the `prompt_length`-token prompt.
+    """
+
+    def edit(hidden: torch.Tensor) -> torch.Tensor:  # (batch, T', hidden): the last T' prompt tokens
         hidden = hidden.clone()
-        hidden[rows, position] = states.to(device=hidden.device, dtype=hidden.dtype)
+        hidden[rows, position - (prompt_length - hidden.shape[1])] = states.to(device=hidden.device, dtype=hidden.dtype)
         return hidden
 
     return edit
@@ -200,9 +226,11 @@ def patchscope_from_trace(lm: LoadedModel, source: Trace, source_position: int, 
         by_target: dict[int, list[int]] = {}  # target layer -> rows patched there
         for row, layer in enumerate(chunk):
             by_target.setdefault(layer if target_layer is None else target_layer, []).append(row)
-        edits = {t: prompt_pass_only(_replace(rows, position, states[[chunk[r] for r in rows]]))
+        edits = {t: prompt_pass_only(_replace(rows, position, states[[chunk[r] for r in rows]], len(ids)))
                  for t, rows in by_target.items()}
-        for layer, new_ids in zip(chunk, generate_rows(lm, ids, len(chunk), edits, max_new_tokens)):
+        # Every token before the placeholder is the same in every row and unchanged by the patch.
+        answers = generate_rows(lm, ids, len(chunk), edits, max_new_tokens, shared_prefix=position)
+        for layer, new_ids in zip(chunk, answers):
             texts.append((layer, lm.tokenizer.decode(list(new_ids), skip_special_tokens=True), new_ids))
         if on_progress is not None:
             on_progress(start + len(chunk), len(layers))

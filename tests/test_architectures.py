@@ -200,6 +200,21 @@ def test_embeddings_similarity_and_identity_edit(kind, models):
     assert torch.equal(plain, edited)
 
 
+@pytest.mark.parametrize("kind", ARCHITECTURES + UNREADABLE)
+def test_patchscope_sweep_with_the_shared_prefix_cache_equals_the_whole_prompt_run(kind, models, monkeypatch):
+    """Each family's cache (learned / rotary / ALiBi positions, sliding windows, multi-query) continues
+    correctly from the target prompt's prefix repeated for every row: the sweep's answers equal the
+    same sweep with every row running the whole prompt (core.patchscopes with the prefix cache off)."""
+    import core.patchscopes as patchscopes
+
+    lm = models(kind)
+    trace = run_trace(lm, PROMPT)
+    shared = patchscopes.patchscope_from_trace(lm, trace, -1, patchscopes.IDENTITY_PROMPT, max_new_tokens=4)
+    monkeypatch.setattr(patchscopes, "_prefix_cache", lambda lm, prefix, rows: None)
+    whole = patchscopes.patchscope_from_trace(lm, trace, -1, patchscopes.IDENTITY_PROMPT, max_new_tokens=4)
+    assert shared["token_ids"].tolist() == whole["token_ids"].tolist()
+
+
 # ---------------------------------------------------------------- what cannot be read
 
 

@@ -165,3 +165,29 @@ def test_answer_helpers():
     table = pd.DataFrame({"layer": [0, 1, 2, 3], "text": [" Wales; a", "Wales; b", " Welsh;", " Welsh;"]})
     assert list(answer_changes(table.assign(text=table["text"].map(first_answer)))) == [True, False, True, False]
     assert first_answer(" Country in the UK, China: China") == "Country in the UK"
+
+
+@pytest.mark.parametrize("name", ["tiny_llama", "tiny_gemma"])
+def test_the_target_prompt_before_the_placeholder_runs_once_for_all_rows(name, request):
+    """The tokens before the placeholder are the same in every row and untouched by the patch, so a
+    sweep runs them once and repeats their key/value cache: the test's own hook on the first block
+    sees (1, P) for that prefix, then (rows, T - P) for the rest of the prompt, then (rows, 1) per
+    new token. The rows' answers equal the test's own single-row runs (test_each_row_equals_…)."""
+    lm = request.getfixturevalue(name)
+    rows, new_tokens = lm.num_layers, 3
+    position = placeholder_position(lm, IDENTITY_PROMPT)
+    length = len(lm.tokenizer(IDENTITY_PROMPT)["input_ids"])
+    assert 0 < position < length - 1
+    shapes = []
+    handle = _layers(lm)[0].register_forward_pre_hook(
+        lambda module, args, kwargs: shapes.append(tuple((args[0] if args else kwargs["hidden_states"]).shape[:2])),
+        with_kwargs=True)
+    try:
+        table = patchscope(lm, SOURCE, -1, IDENTITY_PROMPT, max_new_tokens=new_tokens)
+    finally:
+        handle.remove()
+    source_pass = shapes.pop(0)  # run_trace of the source prompt
+    assert source_pass[0] == 1
+    assert shapes[:2] == [(1, position), (rows, length - position)]
+    assert all(shape == (rows, 1) for shape in shapes[2:]) and len(shapes) - 2 <= new_tokens - 1
+    assert len(table) == rows
