@@ -145,6 +145,8 @@ def generate_rows(lm: LoadedModel, input_ids: list[int], rows: int, edits: Mappi
 
 def _prefix_cache(lm: LoadedModel, prefix: torch.Tensor, rows: int) -> DynamicCache | None:
     """The key/value cache of `prefix` (1, P), repeated to `rows` rows; None where it cannot be repeated."""
+    if not lm.num_heads:  # a state-space model: no keys and values, nothing to share
+        return None
     with edited_residual(lm, {}), torch.inference_mode():  # the model's lock; no edit touches the prefix
         output = lm.model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True,
                           **last_logits_only(lm, prefix.shape[1]))
