@@ -32,7 +32,7 @@ from core.trace import Trace, run_trace
 
 ROWS_PER_PASS = 4_096  # hidden rows decoded per pass over the head (a 512-token, 28-layer prompt: 4 passes)
 VOCAB_BLOCK = 2_048  # head rows per block on CPU: an fp32 copy of one (25 MB at hidden 3,072) stays in cache
-BLOCK_BYTES = 256 * 2**20  # on GPUs, blocks grow until a block's fp32 logits reach this
+BLOCK_BYTES = 256 * 2**20  # on GPUs, blocks grow until a block's fp32 logits reach this (and an offloaded head's)
 PROBE_ROWS = (16, 128)  # row counts at which upcast_head times the two head paths
 
 
@@ -186,7 +186,9 @@ def _chunks(lm: LoadedModel, trace: Trace, chunk_rows: int | None):
     entries, T, H = trace.hidden_states.shape
     flat = trace.hidden_states.reshape(-1, H)  # (entries*T, H), a read-only view
     last_start = (entries - 1) * T  # rows of the last entry already have the final norm
-    step = chunk_rows or ROWS_PER_PASS
+    # An offloaded head yields its whole (rows, vocab) logits at once: bound the rows to BLOCK_BYTES.
+    offloaded = lm.lm_head.weight.device.type == "meta"
+    step = chunk_rows or (max(1, BLOCK_BYTES // (4 * lm.vocab_size)) if offloaded else ROWS_PER_PASS)
     for start in range(0, entries * T, step):
         stop = min(start + step, entries * T)
         parts = [(lo, hi, lo >= last_start) for lo, hi in ((start, min(stop, last_start)),

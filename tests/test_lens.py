@@ -202,3 +202,21 @@ def test_embedded_last_layer_equals_trace_logits(name, request):
     probs = softmax(numpy_norm_head(lm, trace.hidden_states[middle, -1].astype(np.float64)))
     got = table[(table["layer"] == middle) & (table["position"] == len(trace.tokens) - 1) & (table["rank"] == 1)]
     assert got["token_id"].item() == probs.argmax()
+
+
+def test_an_offloaded_head_is_decoded_in_bounded_row_chunks(tiny_folders, tiny_llama, monkeypatch):
+    """A head accelerate offloaded (its weight on meta) returns whole (rows, vocab) logits per call, so
+    the lens hands it at most BLOCK_BYTES of logits at a time; a readable head takes ROWS_PER_PASS rows."""
+    from types import SimpleNamespace
+
+    from core import lens, load_model
+
+    offloaded = load_model(str(tiny_folders["llama"]), weights=False)  # every weight on meta, as offloaded
+    assert offloaded.lm_head.weight.is_meta
+    vocab, hidden = offloaded.vocab_size, offloaded.hidden_size
+    monkeypatch.setattr(lens, "BLOCK_BYTES", 4 * vocab * 100)  # 100 rows of fp32 logits
+    trace = SimpleNamespace(hidden_states=np.zeros((3, 400, hidden), np.float32))  # 1,200 rows
+    sizes = [len(layers) for layers, _, x in lens._chunks(offloaded, trace, None)]
+    assert sizes == [100] * 12
+    sizes = [len(layers) for layers, _, x in lens._chunks(tiny_llama, trace, None)]
+    assert sizes == [min(lens.ROWS_PER_PASS, 1200)]
