@@ -118,12 +118,12 @@ def prefix_rows(quick: bool, repeat: int) -> list[Row]:
             return patchscope_from_trace(lm, source, position, DESCRIPTION_PROMPT, layers=layers, max_new_tokens=10)
 
         shared_table, shared = sweep(), timed(sweep, repeat)
-        prefix_cache = core.patchscopes._prefix_cache
-        core.patchscopes._prefix_cache = lambda lm, prefix, rows: None  # every row runs the whole prompt
+        prefix_cache = core.patchscopes.prefix_cache
+        core.patchscopes.prefix_cache = lambda lm, prefix_ids: None  # every row runs the whole prompt
         try:
             whole_table, whole = sweep(), timed(sweep, repeat)
         finally:
-            core.patchscopes._prefix_cache = prefix_cache
+            core.patchscopes.prefix_cache = prefix_cache
         same = shared_table["token_ids"].tolist() == whole_table["token_ids"].tolist()
         count = len(shared_table)
         label = source_name if layers is None else "Llama-3.2-3B shape, random bf16"

@@ -25,6 +25,7 @@ and row i is patched at its own layer only. Greedy decoding is
 
 from __future__ import annotations
 
+import copy
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -109,20 +110,23 @@ def require_weights(lm: LoadedModel) -> None:
 
 
 def generate_rows(lm: LoadedModel, input_ids: list[int], rows: int, edits: Mapping[int, Edit],
-                  max_new_tokens: int, shared_prefix: int = 0) -> list[tuple[int, ...]]:
+                  max_new_tokens: int, prefix: DynamicCache | None = None) -> list[tuple[int, ...]]:
     """Greedy continuations of `rows` copies of `input_ids`, with `edits` ({layer: batch edit}) active.
 
     Each edit sees the whole batch (rows, T', hidden) and decides which rows it touches; T' < T
-    when a shared prefix was run first (see below), so edits locate positions from the end.
-    `shared_prefix`: how many leading tokens are the same in every row and touched by no edit.
-    They run once, for one row, and their key/value cache is repeated for every row: a 28-layer
-    sweep over a 30-token target prompt with its placeholder near the end then runs ~30 + 28 x 2
-    prompt tokens instead of 28 x 30. Models whose cache cannot be repeated run the whole prompt.
+    when a prefix cache is given, so edits locate positions from the end.
+    `prefix`: prefix_cache() of the first P tokens, which are the same in every row and touched by
+    no edit. Its keys and values are repeated for every row and only the other T - P tokens run:
+    a 28-layer sweep over a 30-token target prompt with its placeholder near the end then runs
+    ~30 + 28 x 2 prompt tokens instead of 28 x 30.
     Returns the new token ids of every row (EOS included when reached, padding dropped).
     """
     ids = torch.tensor([list(input_ids)] * rows, device=lm.device)  # (rows, T)
     pad = pad_id(lm)
-    cache = _prefix_cache(lm, ids[:1, :shared_prefix], rows) if 0 < shared_prefix < len(input_ids) else None
+    cache = None
+    if prefix is not None:
+        cache = copy.deepcopy(prefix)  # generate appends to its cache; the prefix serves every batch
+        cache.batch_repeat_interleave(rows)
     with edited_residual(lm, edits), torch.inference_mode():
         output = lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
                                    max_new_tokens=max_new_tokens, pad_token_id=pad, past_key_values=cache,
@@ -143,20 +147,23 @@ def generate_rows(lm: LoadedModel, input_ids: list[int], rows: int, edits: Mappi
     return result
 
 
-def _prefix_cache(lm: LoadedModel, prefix: torch.Tensor, rows: int) -> DynamicCache | None:
-    """The key/value cache of `prefix` (1, P), repeated to `rows` rows; None where it cannot be repeated."""
-    if not lm.num_heads:  # a state-space model: no keys and values, nothing to share
+def prefix_cache(lm: LoadedModel, prefix_ids: list[int]) -> DynamicCache | None:
+    """The key/value cache of `prefix_ids` run once (one row); None where it cannot be shared.
+
+    Attention layers keep (batch, heads, P, head_dim) keys and values, which repeat row-wise; a
+    state-space or linear-attention layer keeps a running state that these classes do not cover,
+    and such models run the whole prompt in every row.
+    """
+    if not prefix_ids or not lm.num_heads:  # nothing before the placeholder; no keys and values
         return None
+    prefix = torch.tensor([list(prefix_ids)], device=lm.device)  # (1, P)
     with edited_residual(lm, {}), torch.inference_mode():  # the model's lock; no edit touches the prefix
         output = lm.model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True,
                           **last_logits_only(lm, prefix.shape[1]))
-    cache = getattr(output, "past_key_values", None)  # a state-space model returns `cache_params` instead
-    # Attention layers keep (batch, heads, P, head_dim) keys and values, which repeat row-wise; a
-    # state-space or linear-attention layer keeps a running state that these classes do not cover.
+    cache = getattr(output, "past_key_values", None)
     if not isinstance(cache, DynamicCache) or any(type(layer) not in (DynamicLayer, DynamicSlidingWindowLayer)
                                                    for layer in cache.layers):
         return None
-    cache.batch_repeat_interleave(rows)
     return cache
 
 
@@ -222,6 +229,8 @@ def patchscope_from_trace(lm: LoadedModel, source: Trace, source_position: int, 
     position = last_token_of(text, offsets, placeholder, "placeholder")
 
     states = torch.from_numpy(np.ascontiguousarray(source.hidden_states[:, source_position]))  # (L+1, hidden)
+    # Every token before the placeholder is the same in every row and unchanged by the patch: run once.
+    prefix = prefix_cache(lm, ids[:position])
     texts: list[tuple[int, str, tuple[int, ...]]] = []
     for start in range(0, len(layers), MAX_ROWS):
         chunk = layers[start:start + MAX_ROWS]
@@ -230,8 +239,7 @@ def patchscope_from_trace(lm: LoadedModel, source: Trace, source_position: int, 
             by_target.setdefault(layer if target_layer is None else target_layer, []).append(row)
         edits = {t: prompt_pass_only(_replace(rows, position, states[[chunk[r] for r in rows]], len(ids)))
                  for t, rows in by_target.items()}
-        # Every token before the placeholder is the same in every row and unchanged by the patch.
-        answers = generate_rows(lm, ids, len(chunk), edits, max_new_tokens, shared_prefix=position)
+        answers = generate_rows(lm, ids, len(chunk), edits, max_new_tokens, prefix=prefix)
         for layer, new_ids in zip(chunk, answers):
             texts.append((layer, lm.tokenizer.decode(list(new_ids), skip_special_tokens=True), new_ids))
         if on_progress is not None:

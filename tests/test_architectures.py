@@ -210,7 +210,7 @@ def test_patchscope_sweep_with_the_shared_prefix_cache_equals_the_whole_prompt_r
     lm = models(kind)
     trace = run_trace(lm, PROMPT)
     shared = patchscopes.patchscope_from_trace(lm, trace, -1, patchscopes.IDENTITY_PROMPT, max_new_tokens=4)
-    monkeypatch.setattr(patchscopes, "_prefix_cache", lambda lm, prefix, rows: None)
+    monkeypatch.setattr(patchscopes, "prefix_cache", lambda lm, prefix_ids: None)
     whole = patchscopes.patchscope_from_trace(lm, trace, -1, patchscopes.IDENTITY_PROMPT, max_new_tokens=4)
     assert shared["token_ids"].tolist() == whole["token_ids"].tolist()
 

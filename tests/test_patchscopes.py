@@ -1,6 +1,7 @@
 """core/patchscopes.py against independent computations: plain transformers, the test's own hooks."""
 
 
+import numpy as np
 import pytest
 import torch
 
@@ -191,3 +192,26 @@ def test_the_target_prompt_before_the_placeholder_runs_once_for_all_rows(name, r
     assert shapes[:2] == [(1, position), (rows, length - position)]
     assert all(shape == (rows, 1) for shape in shapes[2:]) and len(shapes) - 2 <= new_tokens - 1
     assert len(table) == rows
+
+
+def test_the_prefix_runs_once_even_when_the_sweep_takes_several_batches(tiny_llama, monkeypatch):
+    import core.patchscopes as patchscopes
+
+    monkeypatch.setattr(patchscopes, "MAX_ROWS", 1)  # one batch per layer
+    lm = tiny_llama
+    position = placeholder_position(lm, IDENTITY_PROMPT)
+    length = len(lm.tokenizer(IDENTITY_PROMPT)["input_ids"])
+    source = run_trace(lm, SOURCE)
+    shapes = []
+    handle = _layers(lm)[0].register_forward_pre_hook(
+        lambda module, args, kwargs: shapes.append(tuple((args[0] if args else kwargs["hidden_states"]).shape[:2])),
+        with_kwargs=True)
+    try:
+        table = patchscope_from_trace(lm, source, -1, IDENTITY_PROMPT, max_new_tokens=2)
+    finally:
+        handle.remove()
+    assert shapes.count((1, position)) == 1  # the prefix pass
+    assert shapes.count((1, length - position)) == lm.num_layers  # each batch's prompt pass after it
+    unbatched = [_greedy(lm, lm.tokenizer(IDENTITY_PROMPT)["input_ids"], 2, layer, _patch_once(
+        position, np.array(source.hidden_states[layer, -1]))) for layer in range(lm.num_layers)]
+    assert table["token_ids"].tolist() == [_cut_at_eos(lm, ids) for ids in unbatched]
