@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from bench.common import Row, main, timed
-from core.architecture import weight_view
-from core.loading import LoadedModel
+from core.weights.architecture import weight_view
+from core.model.loaded import LoadedModel
 
 
 def table_model(rows: int, cols: int, dtype: torch.dtype) -> LoadedModel:

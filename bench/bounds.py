@@ -10,7 +10,7 @@ Each bound here is (work) / (rate measured just now for that kind of work):
   memory, at 128 tokens by arithmetic; measuring it at the same T covers both.
 - the LM-head matmul of the logit lens: 2 x rows x hidden x vocab FLOPs over the FLOP/s of a
   (rows x hidden @ hidden x 16,384) block, the faster of the head's dtype and fp32 (the lens
-  may run either, core/lens.py `upcast_head`), not counting the upcast itself.
+  may run either, core/running/lens.py `upcast_head`), not counting the upcast itself.
 - one pass over an embedding table: its bytes over the bandwidth of the faster of a plain sum
   and a plain matvec over that same table (bench/embeddings.py `one_pass`).
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from core.lens import best_seconds  # the same timer as the lens's head-path probe
+from core.running.lens import best_seconds  # the same timer as the lens's head-path probe
 
 HEAD_BLOCK = 16_384  # vocabulary rows per timed head block (a bigger block than the lens uses: the faster rate)
 RATE_ROWS = 512  # most rows a head-rate measurement uses

@@ -13,7 +13,7 @@
    empty -> randn): the lens only needs the final norm and the head, and its
    input is a random hidden-state stack of the real shape (29, T, 3072).
    The trace-vs-forward ratio on that model uses the reduced layer count too.
-   The lens runs the head in bf16 or in fp32 blocks, whichever core/lens.py's
+   The lens runs the head in bf16 or in fp32 blocks, whichever core/running/lens.py's
    rule picks for this CPU (`upcast_head`); both matmuls are timed
    here (the bf16 one on one chunk, scaled), and the bound column is the head
    matmul at the faster dtype's measured FLOP/s (bench/bounds.py).
@@ -33,10 +33,10 @@ import torch
 from bench.bounds import head_bound as matmul_bound
 from bench.common import Row, main, timed
 from core import load_model, run_trace
-from core.context import similarity_curves, word_vectors_across
-from core.lens import last_position_table, lens_grid, logit_lens, token_trajectory, upcast_head
-from core.loading import LoadedModel
-from core.trace import Trace
+from core.running.context import similarity_curves, word_vectors_across
+from core.running.lens import last_position_table, lens_grid, logit_lens, token_trajectory, upcast_head
+from core.model.loaded import LoadedModel
+from core.running.trace import Trace
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = ("The company called Apple, which makes the iPhone, the iPad and the Mac, took its name from the fruit. "

@@ -21,7 +21,8 @@ import time
 import torch
 
 from bench.common import Row, main, rss_mb, timed
-from core.embeddings import compute_inverse_norms, top_cosine_rows
+from core.model.reading import compute_inverse_norms
+from core.weights.embeddings import top_cosine_rows
 
 K = 10
 
@@ -100,7 +101,7 @@ def compare(case: str, table: torch.Tensor, quick: bool) -> list[Row]:
 
 def measure(quick: bool) -> list[Row]:
     from core import load_model
-    from core.embeddings import embedding_table
+    from core.model.reading import embedding_table
 
     torch.manual_seed(0)
     rows = []

@@ -1,7 +1,7 @@
-"""Speed of core.generation.generate against transformers' model.generate, same model, same settings, same run.
+"""Speed of core.intervene.generation.generate against transformers' model.generate, same model, same settings, same run.
 
 For each model of the embedded pair and each decoding mode, tokens per second of
-- ours: core.generation.generate_ids (lock, seeded sampler, optional streaming callback), and
+- ours: core.intervene.generation.generate_ids (lock, seeded sampler, optional streaming callback), and
 - the baseline: lm.model.generate on the same ids with the same settings
   (greedy: do_sample=False; sampled: do_sample=True, temperature, top_p, top_k=0, torch's global RNG).
 Runs alternate ours / baseline and each side keeps its best of `repeat`, so a burst of load on this
@@ -23,8 +23,8 @@ import torch
 
 from bench.common import Row, main
 from core import load_model
-from core.generation import generate_ids
-from core.loading import LoadedModel
+from core.intervene.generation import generate_ids
+from core.model.loaded import LoadedModel
 
 PROMPT = "Once upon a time, in a small village by the sea, there lived"
 SETTINGS = {"greedy": dict(temperature=0.0, top_p=1.0), "sampled T=0.8, top-p 0.95": dict(temperature=0.8, top_p=0.95)}

@@ -46,7 +46,7 @@ def lens_rows(preset: str, folder: Path) -> list[Row]:
 
     from bench.real_shapes import LECTURE
     from core import load_model, run_trace
-    from core.lens import logit_lens
+    from core.running.lens import logit_lens
 
     lm = load_model(str(folder), device="cuda")
     trace = run_trace(lm, LECTURE)

@@ -26,19 +26,19 @@ from __future__ import annotations
 
 import time
 
-import core.patchscopes
-import core.steering
+import core.intervene.patchscopes
+import core.intervene.steering
 from bench.common import Row, main, timed
 from core import load_model, run_trace
-from core.chat import has_chat_template, model_text
-from core.generation import Steer, generate
-from core.patchscopes import DESCRIPTION_PROMPT, patchscope_from_trace, word_position
-from core.steering import PRESETS, directions_from_traces, layer_sweep, steered_continuations
+from core.text.chat import has_chat_template, model_text
+from core.intervene.generation import Steer, generate
+from core.intervene.patchscopes import DESCRIPTION_PROMPT, patchscope_from_trace, word_position
+from core.intervene.steering import PRESETS, directions_from_traces, layer_sweep, steered_continuations
 
 SOURCE, WORD = "Diana, Princess of Wales", "Wales"
 
 
-MODULES = [core.patchscopes, core.steering]
+MODULES = [core.intervene.patchscopes, core.intervene.steering]
 
 
 def _count_traces(monkeypatched: list):
@@ -118,12 +118,12 @@ def prefix_rows(quick: bool, repeat: int) -> list[Row]:
             return patchscope_from_trace(lm, source, position, DESCRIPTION_PROMPT, layers=layers, max_new_tokens=10)
 
         shared_table, shared = sweep(), timed(sweep, repeat)
-        prefix_cache = core.patchscopes.prefix_cache
-        core.patchscopes.prefix_cache = lambda lm, prefix_ids: None  # every row runs the whole prompt
+        prefix_cache = core.intervene.patchscopes.prefix_cache
+        core.intervene.patchscopes.prefix_cache = lambda lm, prefix_ids: None  # every row runs the whole prompt
         try:
             whole_table, whole = sweep(), timed(sweep, repeat)
         finally:
-            core.patchscopes.prefix_cache = prefix_cache
+            core.intervene.patchscopes.prefix_cache = prefix_cache
         same = shared_table["token_ids"].tolist() == whole_table["token_ids"].tolist()
         count = len(shared_table)
         label = source_name if layers is None else "Llama-3.2-3B shape, random bf16"

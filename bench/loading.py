@@ -59,8 +59,8 @@ def run_child(mode: str, source: str, cache_dir: str | None = None) -> dict:
 
 def measure(quick: bool = False) -> list[Row]:
     sys.path.insert(0, str(ROOT))
-    from core.cache import converted_gguf_folder
-    from core.sources import embedded_gguf_path
+    from core.loading.gguf import converted_gguf_folder
+    from core.loading.sources import embedded_gguf_path
 
     rows = []
     cached_total, raw_total = 0.0, 0.0

@@ -150,8 +150,8 @@ def compare(case: str, folder: Path, dtype: str, tokens: int, repeat: int, filte
 
 
 def measure(quick: bool = False) -> list[Row]:
-    from core.cache import convert_gguf
-    from core.sources import embedded_gguf_path
+    from core.loading.gguf import convert_gguf
+    from core.loading.sources import embedded_gguf_path
 
     version = transformer_lens_version()
     if version is None:

@@ -12,7 +12,7 @@ the same), every figure next to a back-of-envelope bound measured in the same pr
   against one bandwidth pass over the embedding table. Target: <= 2x the bound;
 - the same model offloaded to disk with accelerate (`load_model(..., device_map="disk")`):
   the first trace next to the in-memory one, and the plan's own estimate;
-- the logit lens's two head paths (the model's bf16 vs fp32 blocks, core/lens.py `upcast_head`)
+- the logit lens's two head paths (the model's bf16 vs fp32 blocks, core/running/lens.py `upcast_head`)
   timed side by side, with the path its rule picked (from the CPU's bf16 instructions), and
   each path's last layer against the model's own logits;
 - the libgomp wait policy: a forward pass with OpenMP threads spinning (libgomp's default) vs
@@ -144,8 +144,9 @@ def real_shape_folder(preset: str, dtype: torch.dtype = torch.bfloat16) -> Path:
     from safetensors.torch import save_file
     from transformers import AutoConfig
 
-    from core.cache import cache_dir, convert_gguf
-    from core.sources import embedded_gguf_path
+    from core.loading.gguf import convert_gguf
+    from core.loading.sources import cache_dir
+    from core.loading.sources import embedded_gguf_path
 
     suffix = "" if dtype == torch.bfloat16 else "-" + str(dtype).removeprefix("torch.")
     target = cache_dir() / "random-real-shapes" / f"{preset}{suffix}-{RECIPE}"

@@ -71,7 +71,7 @@ def hidden_sanity(trace) -> dict:
 
 def lens_paths(lm, trace) -> dict:
     """The lens timed with each head path forced, and each path's last layer vs the model's own logits."""
-    from core import lens
+    from core.running import lens
 
     entries, T, H = trace.hidden_states.shape
     result = {"probe_upcast": lens.upcast_head("cpu", lm.dtype, entries * T, H)}  # what the lens picks
@@ -90,10 +90,11 @@ def lens_paths(lm, trace) -> dict:
 
 def ours(folder: str, quick: bool) -> dict:
     from core import load_model, run_trace
-    from core.context import similarity_curves
-    from core.embeddings import compute_inverse_norms, embedding_table, nearest_tokens
-    from core.lens import logit_lens, token_trajectory
-    from core.tokens import encode
+    from core.running.context import similarity_curves
+    from core.model.reading import compute_inverse_norms, embedding_table
+    from core.weights.embeddings import nearest_tokens
+    from core.running.lens import logit_lens, token_trajectory
+    from core.text.tokens import encode
 
     rss0 = psutil.Process().memory_info().rss  # after imports: they are not part of the load
     start = time.perf_counter()
@@ -145,7 +146,7 @@ def ours(folder: str, quick: bool) -> dict:
 
 def offload(folder: str) -> dict:
     from core import load_model, run_trace
-    from core.tokens import encode
+    from core.text.tokens import encode
 
     with tempfile.TemporaryDirectory(prefix="bench-offload-") as scratch:
         lm = load_model(folder, device_map="disk", offload_folder=scratch)
@@ -160,7 +161,7 @@ def offload(folder: str) -> dict:
 
 def policy(folder: str) -> dict:
     from core import load_model
-    from core.tokens import encode
+    from core.text.tokens import encode
 
     lm = load_model(folder, device_map="cpu")
     ids = encode(lm, LECTURE)[0]

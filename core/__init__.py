@@ -5,18 +5,20 @@
     cfg_only = load_model("llama-3.2-3b", weights=False)   # real config, meta device
 """
 
-from core.loading import LoadedModel, ModelLoadError, load_model
-from core.params import count_parameters, parameter_table
-from core.sources import DEFAULT_PAIR, PRESETS, SourceError, resolve_source
-from core.tokens import tokenize
-from core.trace import Trace, run_trace
-from core.context import similarity_curves, word_vectors_across
-from core.lens import logit_lens, token_trajectory
-from core.embeddings import nearest_tokens
-from core.attention import attention_weights
-from core.generation import Generation, Steer, generate, next_token_table
-from core.steering import steering_vector
-from core.patchscopes import patchscope
+from core.model.loaded import LoadedModel
+from core.model.errors import ModelLoadError
+from core.loading.load import load_model
+from core.weights.params import count_parameters, parameter_table
+from core.loading.sources import DEFAULT_PAIR, PRESETS, SourceError, resolve_source
+from core.text.tokens import tokenize
+from core.running.trace import Trace, run_trace
+from core.running.context import similarity_curves, word_vectors_across
+from core.running.lens import logit_lens, token_trajectory
+from core.weights.embeddings import nearest_tokens
+from core.running.attention import attention_weights
+from core.intervene.generation import Generation, Steer, generate, next_token_table
+from core.intervene.steering import steering_vector
+from core.intervene.patchscopes import patchscope
 
 __all__ = [
     "Generation", "Steer", "generate", "next_token_table", "steering_vector", "patchscope",

@@ -1,6 +1,6 @@
 """The shared "one word, both tokenizers" picker of the pages that run text.
 
-Pick a word of the prompt, or a token of model A or of model B; core.align turns it into each
+Pick a word of the prompt, or a token of model A or of model B; core.text.align turns it into each
 model's tokens covering the same characters. The pick is kept in the URL (`<prefix>_pick_by`
 and `<prefix>_word` / `<prefix>_tok_a` / `<prefix>_tok_b`), and the page reads the returned
 `Selection` in every view (`selection.focus(label)`: the last picked token of that model).
@@ -17,8 +17,8 @@ import ui
 from charts.align import alignment_strip
 from charts.lens import visible
 from core import ModelLoadError, Trace
-from core.attention import hide_first_token, normalised
-from core.align import Selection, alignment_table, seen_chars, select, shared_segments, strip_rows, word_spans
+from core.running.attention import hide_first_token, normalised
+from core.text.align import Selection, alignment_table, seen_chars, select, shared_segments, strip_rows, word_spans
 
 STRIP_CHARS = 64  # characters drawn in the strip: a window around the pick in a long prompt
 BY_WORD = "word"

@@ -4,12 +4,12 @@
   tokenizer has a template (instruct models), off and disabled for base models.
 - `model_text`: the exact text a model is given (template and special tokens included).
 - `generation_settings`: greedy or sampled, temperature, top-p, seed, number of new tokens.
-- `stream_generation`: runs core.generation's `generate` with tokens drawn as they come (st.empty updated from
+- `stream_generation`: runs core.intervene.generation's `generate` with tokens drawn as they come (st.empty updated from
   on_token) and keeps the result in the session, so it survives reruns and a Stop.
 
 A Stop is any click while a generation runs: Streamlit then raises inside the running script at its
 next st.* call (inside on_token), which unwinds generate: its hooks are removed and the model's lock
-released (core/hooks.py). The text so far is already in the session and is shown as stopped.
+released (core/model/hooks.py). The text so far is already in the session and is shown as stopped.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 import streamlit as st
 
 import ui
-from core.chat import has_chat_template, prompt_ids
-from core.generation import MAX_PROMPT_TOKENS, Steer, generate
+from core.text.chat import has_chat_template, prompt_ids
+from core.intervene.generation import MAX_PROMPT_TOKENS, Steer, generate
 
 
 # ---------------------------------------------------------------- chat template

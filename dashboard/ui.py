@@ -3,7 +3,7 @@
 Caching rules (Streamlit's conventions):
 - `cached_model` keeps each loaded model once per plain key (source, weights, dtype,
   placement) in a store held by st.cache_resource; A and B picking the same model share
-  one copy. Loads run in the store's worker thread (core.caches).
+  one copy. Loads run in the store's worker thread (core.loading.store).
 - `cached_trace` holds one frozen `Trace` per (model, prompt) in a cache bounded by
   bytes (st.cache_resource). It is a resource, not data, because traces are read-only
   NumPy arrays of tens of MB: st.cache_data would unpickle a copy on every rerun.
@@ -22,9 +22,9 @@ import pandas as pd
 import streamlit as st
 
 from core import PRESETS, LoadedModel, ModelLoadError, Trace, load_model, run_trace
-from core.caches import ModelStore, TraceCache
-from core.placement import PLACEMENTS, size_text
-from core.sources import DEFAULT_PAIR
+from core.loading.store import ModelStore, TraceCache
+from core.loading.placement import PLACEMENTS, size_text
+from core.loading.sources import DEFAULT_PAIR
 
 OTHER = "Other: hub id, folder or .gguf…"
 DTYPES = ["auto", "float32", "bfloat16"]
@@ -37,7 +37,7 @@ class ModelKey:
     source: str
     weights: bool = True
     dtype: str = "auto"
-    placement: str = "auto"  # core.placement.PLACEMENTS: where the weights go
+    placement: str = "auto"  # core.loading.placement.PLACEMENTS: where the weights go
 
 
 @dataclass
@@ -84,7 +84,7 @@ def _load(key: ModelKey, progress, token: str | None = None) -> LoadedModel:
 
 @st.cache_resource
 def model_store() -> ModelStore:
-    """The models of this server, shared by every session (core.caches.ModelStore).
+    """The models of this server, shared by every session (core.loading.store.ModelStore).
 
     Held by st.cache_resource rather than a cached load function: loading draws a
     progress bar, and Streamlit replays elements drawn inside a cached function into
@@ -102,7 +102,7 @@ def cached_model(key: ModelKey, progress=None) -> LoadedModel:
 
 @st.cache_resource
 def trace_store() -> TraceCache:
-    """Frozen traces of this server, bounded by bytes, least recently used evicted (core.caches.TraceCache).
+    """Frozen traces of this server, bounded by bytes, least recently used evicted (core.loading.store.TraceCache).
 
     A resource, not data: traces are read-only NumPy arrays of up to hundreds of MB, and
     st.cache_data would unpickle a copy on every rerun.
@@ -351,7 +351,7 @@ def truncation_text(slot: Slot, trace: Trace) -> str | None:
     """What a cut prompt means for this model (None when the whole prompt was run).
 
     Says how many tokens the prompt has, how many were run, which token "last position" then is,
-    and the last character the model saw (core.trace.MAX_TRACE_TOKENS).
+    and the last character the model saw (core.running.trace.MAX_TRACE_TOKENS).
     """
     if not trace.truncated:
         return None

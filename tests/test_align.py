@@ -1,8 +1,8 @@
-"""One word, both tokenizers (core.align), the lens's "follow a word", the truncation note, and the
+"""One word, both tokenizers (core.text.align), the lens's "follow a word", the truncation note, and the
 three pages that share the picker.
 
 The expected tokens are computed here from sets of character indices (which characters each
-token's offset span holds), independently of core.align's interval arithmetic.
+token's offset span holds), independently of core.text.align's interval arithmetic.
 """
 
 import json
@@ -14,10 +14,10 @@ import regex
 import torch
 
 from core import run_trace
-from core.align import (alignment_table, covering_tokens, select, shared_segments, strip_rows, tokens_span,
+from core.text.align import (alignment_table, covering_tokens, select, shared_segments, strip_rows, tokens_span,
                         word_spans)
-from core.lens import first_top1_layer, target_lookup, token_trajectory
-from core.tokens import encode
+from core.running.lens import first_top1_layer, target_lookup, token_trajectory
+from core.text.tokens import encode
 from tests.test_lens import PROMPT, forward, numpy_norm_head, softmax
 
 PROMPTS = ["大家好", "天氣預報說明天會下雨", "Café naïve 👍🏽 ok", "e\u0301te\u0301 à Paris",

@@ -1,13 +1,13 @@
-"""core.architecture: counts by component, real-config shapes, aligned layers, bounded weight views."""
+"""core.weights.architecture: counts by component, real-config shapes, aligned layers, bounded weight views."""
 
 import numpy as np
 import pytest
 import torch
 
 from core import load_model
-from core.architecture import (STATS_SAMPLE, aligned_layer, architecture_facts, component_breakdown, find_tensor,
+from core.weights.architecture import (STATS_SAMPLE, aligned_layer, architecture_facts, component_breakdown, find_tensor,
                                get_tensor, parameter_list, resolve_layer, weight_view)
-from core.loading import LoadedModel
+from core.model.loaded import LoadedModel
 
 
 @pytest.fixture(scope="module")

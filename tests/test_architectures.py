@@ -3,7 +3,7 @@
 For each family (tests/tiny.py: Llama, Mistral, Qwen2, Qwen3, Phi-3, OLMo-2, Gemma 2, Gemma 3 text and
 multimodal, StableLM, Granite, Cohere, GPT-2, GPT-J, GPT-NeoX, OPT-350m's layout, Falcon 40B's and
 Falcon-RW's) the core API is checked against the model's own forward pass and against computations
-written here independently of core/parts.py (the final norm and head are reached by each family's own
+written here independently of core/model/parts.py (the final norm and head are reached by each family's own
 attribute path below); then one AppTest opens every page. A state-space model (Mamba: no attention weights) and
 a remote-code-only config get plain messages.
 """
@@ -21,11 +21,11 @@ from transformers import AutoModelForCausalLM
 
 from core import (attention_weights, count_parameters, load_model, logit_lens, nearest_tokens, parameter_table,
                   run_trace, similarity_curves, tokenize)
-from core.architecture import architecture_facts, component_breakdown
-from core.hooks import edited_residual
-from core.loading import ModelLoadError
-from core.parts import UnsupportedArchitecture
-from core.summary import model_card
+from core.weights.architecture import architecture_facts, component_breakdown
+from core.model.hooks import edited_residual
+from core.model.errors import ModelLoadError
+from core.model.errors import UnsupportedArchitecture
+from core.weights.card import model_card
 from tests.apptest import assert_clean, run_page
 from tests.tiny import ARCHITECTURES, UNREADABLE, save_remote_code_config, save_tiny
 
@@ -33,7 +33,7 @@ PROMPT = "the apple is green. what color is the apple?"
 SENTENCES = ["I ate an apple for breakfast.", "The company that makes iPads is Apple."]
 
 # Where each family keeps its final norm, the projection after it (OPT-350m) and its head, written out
-# per family so the lens is checked against something core/parts.py did not compute.
+# per family so the lens is checked against something core/model/parts.py did not compute.
 OWN_PATHS = {  # kind -> (final norm, project_out, head)
     **{kind: ("model.norm", None, "lm_head") for kind in
        ("llama", "gemma3", "mistral", "qwen2", "qwen3", "phi3", "olmo2", "gemma2", "stablelm", "granite", "cohere")},
@@ -88,7 +88,7 @@ def module_at(model: torch.nn.Module, path: str | None):
 
 
 def own_forward(lm, text: str = PROMPT):
-    """The model's own forward pass, written here independently of core.trace."""
+    """The model's own forward pass, written here independently of core.running.trace."""
     ids = lm.tokenizer(text, return_tensors="pt")["input_ids"]
     with torch.inference_mode():
         out = lm.model(input_ids=ids, output_hidden_states=True, output_attentions=lm.num_heads > 0)
@@ -204,8 +204,8 @@ def test_embeddings_similarity_and_identity_edit(kind, models):
 def test_patchscope_sweep_with_the_shared_prefix_cache_equals_the_whole_prompt_run(kind, models, monkeypatch):
     """Each family's cache (learned / rotary / ALiBi positions, sliding windows, multi-query) continues
     correctly from the target prompt's prefix repeated for every row: the sweep's answers equal the
-    same sweep with every row running the whole prompt (core.patchscopes with the prefix cache off)."""
-    import core.patchscopes as patchscopes
+    same sweep with every row running the whole prompt (core.intervene.patchscopes with the prefix cache off)."""
+    import core.intervene.patchscopes as patchscopes
 
     lm = models(kind)
     trace = run_trace(lm, PROMPT)

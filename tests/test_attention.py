@@ -1,4 +1,4 @@
-"""core.attention: weights equal the model's own eager attention; summaries equal direct loops."""
+"""core.running.attention: weights equal the model's own eager attention; summaries equal direct loops."""
 
 import json
 import math
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.attention import (attention_weights, head_cells, head_summaries, head_view, hide_first_token,
+from core.running.attention import (attention_weights, head_cells, head_summaries, head_view, hide_first_token,
                             kv_head_of, layer_kinds, summary_table)
-from core.trace import run_trace
+from core.running.trace import run_trace
 
 PROMPT = "the apple is green. what color is the apple?"
 
@@ -152,7 +152,7 @@ def test_sliding_layers_do_not_look_past_the_window(tiny_gemma_mixed, tiny_gemma
     assert T > window + 2  # the prompt is longer than the window: there is something beyond it
     distance = np.subtract.outer(np.arange(T), np.arange(T))  # (T, T): how far back key j is from query i
     far, near = distance >= window, (distance >= 0) & (distance < window)
-    expected = eager_attentions(lm, PROMPT)  # the model's own forward, independent of core.trace
+    expected = eager_attentions(lm, PROMPT)  # the model's own forward, independent of core.running.trace
     np.testing.assert_allclose(trace.attentions.astype(np.float32), expected, atol=2e-3)
     for layer, kind in enumerate(layer_kinds(lm)):
         weights = trace.attentions[layer].astype(np.float32)  # (heads, T, T)

@@ -15,8 +15,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM
 
-import core.placement
-from core.cache import cache_dir
+import core.loading.placement
+from core.loading.sources import cache_dir
 from tests.apptest import assert_clean, run_page
 
 pytestmark = pytest.mark.app
@@ -94,10 +94,10 @@ CASES = {
     "architecture transformers does not know": (unknown_architecture_folder, None, "which transformers"),
     # Smaller RAM / disk than the model cannot be had on demand here: the free-memory readings are replaced.
     "model that would not fit in memory with 'CPU only'": ("tiny-llama", lambda mp: mp.setattr(
-        core.placement, "free_ram_bytes", lambda: 10_000), "of memory is free in CPU RAM"),
+        core.loading.placement, "free_ram_bytes", lambda: 10_000), "of memory is free in CPU RAM"),
     "model too big even for offload": ("tiny-llama", lambda mp: (
-        mp.setattr(core.placement, "free_ram_bytes", lambda: 10_000),
-        mp.setattr(core.placement, "free_disk_bytes", lambda folder=None: 10_000)), "too big even with offloading"),
+        mp.setattr(core.loading.placement, "free_ram_bytes", lambda: 10_000),
+        mp.setattr(core.loading.placement, "free_disk_bytes", lambda folder=None: 10_000)), "too big even with offloading"),
 }
 PLACEMENT = {"model that would not fit in memory with 'CPU only'": "cpu"}
 

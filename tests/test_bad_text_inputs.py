@@ -8,7 +8,7 @@ Expected numbers come from each model's own tokenizer, called here, not from the
 
 import pytest
 
-from core.trace import MAX_TRACE_TOKENS
+from core.running.trace import MAX_TRACE_TOKENS
 from tests.apptest import assert_clean, run_page
 
 pytestmark = pytest.mark.app

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from core import run_trace
-from core.context import (
+from core.running.context import (
     difference_by_layer,
     find_word,
     hidden_state_facts,
@@ -20,7 +20,7 @@ APPLES = ["I ate an apple for breakfast", "The company that makes iPads and AirP
 
 
 def hidden_of(lm, text):
-    """Hidden states from the model's own forward pass (independent of core.trace): (L+1, T, H), offsets."""
+    """Hidden states from the model's own forward pass (independent of core.running.trace): (L+1, T, H), offsets."""
     enc = lm.tokenizer(text, return_tensors="pt", return_offsets_mapping=True)
     with torch.inference_mode():
         out = lm.model(input_ids=enc["input_ids"], output_hidden_states=True)

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from core import count_parameters, run_trace, tokenize
-from core.cache import converted_gguf_folder
-from core.sources import embedded_gguf_path
-from core.summary import model_card
+from core.loading.gguf import converted_gguf_folder
+from core.loading.sources import embedded_gguf_path
+from core.weights.card import model_card
 
 pytestmark = pytest.mark.embedded
 

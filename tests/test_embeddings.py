@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from core import load_model
-from core.embeddings import (arithmetic, compute_inverse_norms, nearest_tokens, neighbour_overlap, normalise_token,
-                             parse_word_groups, project_words, top_cosine_rows, visible)
+from core.weights.embeddings import arithmetic, nearest_tokens, neighbour_overlap, normalise_token, parse_word_groups, project_words, top_cosine_rows, visible
+from core.model.reading import compute_inverse_norms
 from tests.apptest import assert_clean, run_page
 
 
@@ -106,17 +106,17 @@ def test_inverse_norms_are_within_the_dtypes_rounding(dtype):
 
 def test_load_computes_the_row_norms_so_the_first_query_does_not(tiny_folders, monkeypatch):
     lm = load_model(str(tiny_folders["llama"]), device="cpu")
-    import core.embeddings
+    import core.model.reading
 
     def must_not_run(table):
         raise AssertionError("the first query recomputed the row norms")
 
-    monkeypatch.setattr(core.embeddings, "compute_inverse_norms", must_not_run)
+    monkeypatch.setattr(core.model.reading, "compute_inverse_norms", must_not_run)
     result = nearest_tokens(lm, "#7", k=5)  # the first query on this freshly loaded model
     check_against_brute_force(lm, [7], result)
     norms = np.linalg.norm(table_of(lm).detach().double().numpy(), axis=1)  # (V,)
     exact = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)  # a zero (padding) row: 0
-    np.testing.assert_allclose(core.embeddings.inverse_norms(lm).numpy(), exact, rtol=1e-6)
+    np.testing.assert_allclose(core.model.reading.inverse_norms(lm).numpy(), exact, rtol=1e-6)
 
 
 def test_arithmetic_matches_brute_force_and_excludes_inputs(tiny_gemma):

@@ -1,6 +1,6 @@
-"""core.generation against independent computations with plain transformers and torch.
+"""core.intervene.generation against independent computations with plain transformers and torch.
 
-Each expected value is computed here without core.generation: model.generate itself, a sampling
+Each expected value is computed here without core.intervene.generation: model.generate itself, a sampling
 loop written out in the test, a forward pre-hook registered by the test on the model's own block,
 and softmax(logits / T) of a plain forward pass.
 """
@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from core import Steer, generate, next_token_table, run_trace
-from core.generation import generate_ids
-from core.tokens import display_token
+from core.intervene.generation import generate_ids
+from core.text.tokens import display_token
 
 PROMPT = "the apple is green. what color is the apple?"
 
@@ -31,7 +31,7 @@ def _reference_greedy(lm, n, prompt=PROMPT):
 
 
 def _own_block(lm, layer):
-    """The block that reads hidden_states[layer], found by this test from the HF layout (not core.parts)."""
+    """The block that reads hidden_states[layer], found by this test from the HF layout (not core.model.parts)."""
     inner = lm.model.model
     inner = getattr(inner, "language_model", inner)  # Gemma 3 with a vision tower keeps the text stack there
     return inner.layers[layer]
@@ -300,7 +300,7 @@ def test_a_plain_prompt_too_long_is_cut_and_says_so(tiny_llama):
 
 @pytest.mark.embedded
 def test_chat_uses_the_models_template(smollm):
-    from core.chat import chat_text, prompt_ids
+    from core.text.chat import chat_text, prompt_ids
 
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     expected = smollm.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
@@ -327,7 +327,7 @@ def test_next_token_table_is_softmax_of_logits_over_t(name, temperature, request
     assert table["rank"].tolist() == [1, 2, 3, 4, 5]
     np.testing.assert_allclose(table["prob"], expected.values.numpy(), rtol=1e-5)
     assert table["token_id"].tolist() == expected.indices.tolist()
-    # the readable text of each id, as every page shows tokens (core.tokens.display_token: byte pieces as <80>)
+    # the readable text of each id, as every page shows tokens (core.text.tokens.display_token: byte pieces as <80>)
     assert table["token"].tolist() == [display_token(lm, i) for i in expected.indices.tolist()]
 
 

@@ -23,17 +23,18 @@ import pytest
 import torch
 
 from core import load_model, run_trace
-from core.architecture import weight_view
-from core.attention import summary_table
-from core.context import similarity_curves, word_vectors_across
-from core.embeddings import arithmetic, nearest_tokens, project_words
-from core.generation import next_token_logits
-from core.lens import logit_lens, token_trajectory
-from core.loading import LoadedModel, ModelLoadError
-from core.params import parameter_table
-from core.sources import CONFIG_DIR, Source
-from core.steering import steering_vector
-from core.vocabulary import embedding_row
+from core.weights.architecture import weight_view
+from core.running.attention import summary_table
+from core.running.context import similarity_curves, word_vectors_across
+from core.weights.embeddings import arithmetic, nearest_tokens, project_words
+from core.intervene.generation import next_token_logits
+from core.running.lens import logit_lens, token_trajectory
+from core.model.loaded import LoadedModel
+from core.model.errors import ModelLoadError
+from core.weights.params import parameter_table
+from core.loading.sources import CONFIG_DIR, Source
+from core.intervene.steering import steering_vector
+from core.weights.vocabulary import embedding_row
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU tier needs a CUDA device")
 

@@ -1,11 +1,11 @@
-"""core/hooks.py: edits of hidden_states[l] match an independent computation, and leave nothing behind."""
+"""core/model/hooks.py: edits of hidden_states[l] match an independent computation, and leave nothing behind."""
 
 import numpy as np
 import pytest
 import torch
 
 from core import run_trace
-from core.hooks import edited_residual
+from core.model.hooks import edited_residual
 
 PROMPT = "the apple is green. what color is the apple?"
 
@@ -30,7 +30,7 @@ def test_added_vector_equals_a_hand_written_hook(tiny_llama, layer):
     """hidden_states[l] + v is the input of block l: compare with a pre-hook written here, on the block itself."""
     lm = tiny_llama
     vector = torch.linspace(-1, 1, lm.hidden_size)
-    block = lm.model.model.layers[layer]  # the test's own knowledge of Llama's layout, independent of core.parts
+    block = lm.model.model.layers[layer]  # the test's own knowledge of Llama's layout, independent of core.model.parts
     handle = block.register_forward_pre_hook(
         lambda module, args, kwargs: ((args[0] + vector, *args[1:]), kwargs) if args
         else (args, {**kwargs, "hidden_states": kwargs["hidden_states"] + vector}), with_kwargs=True)

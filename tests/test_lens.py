@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from core import run_trace
-from core.lens import first_top1_layer, last_position_table, logit_lens, token_trajectory
+from core.running.lens import first_top1_layer, last_position_table, logit_lens, token_trajectory
 
 PROMPT = "the apple is green. what color is the apple?"
 
 
 def forward(lm, prompt):
-    """The model's own forward pass, written here independently of core.trace."""
+    """The model's own forward pass, written here independently of core.running.trace."""
     ids = lm.tokenizer(prompt, return_tensors="pt")["input_ids"]
     with torch.inference_mode():
         out = lm.model(input_ids=ids, output_hidden_states=True)
@@ -74,7 +74,8 @@ def test_vocabulary_blocks_merge_to_the_whole_vocabulary(tiny_folders, monkeypat
     """The head read in blocks of 7 token rows (not dividing the vocabulary), running top-k and
     log-sum-exp merged across them, gives every row's exact top 4 and probabilities; both head
     paths, on a bf16 Gemma (soft-capped) whose every block is decoded the way the model is."""
-    from core import lens, load_model
+    from core import load_model
+    from core.running import lens
 
     monkeypatch.setattr(lens, "VOCAB_BLOCK", 7)
     monkeypatch.setattr(lens, "FORCE_UPCAST", upcast)
@@ -99,7 +100,7 @@ def test_vocabulary_blocks_merge_to_the_whole_vocabulary(tiny_folders, monkeypat
 
 
 def test_head_path_follows_the_measured_costs():
-    from core.lens import HeadCosts, measure_head_costs
+    from core.running.lens import HeadCosts, measure_head_costs
 
     costs = HeadCosts(native=(0.0, 1.0), upcast=(10.0, 0.5))  # upcast: fixed cost, cheaper per row
     assert not costs.upcast_faster(19) and costs.upcast_faster(21)
@@ -209,7 +210,8 @@ def test_an_offloaded_head_is_decoded_in_bounded_row_chunks(tiny_folders, tiny_l
     the lens hands it at most BLOCK_BYTES of logits at a time; a readable head takes ROWS_PER_PASS rows."""
     from types import SimpleNamespace
 
-    from core import lens, load_model
+    from core import load_model
+    from core.running import lens
 
     offloaded = load_model(str(tiny_folders["llama"]), weights=False)  # every weight on meta, as offloaded
     assert offloaded.lm_head.weight.is_meta

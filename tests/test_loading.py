@@ -15,7 +15,8 @@ from safetensors import safe_open
 from transformers import BertConfig, BertForMaskedLM
 
 from core import count_parameters, load_model, parameter_table, run_trace, tokenize
-from core.loading import ModelLoadError, check_fits, pick_dtype
+from core.model.errors import ModelLoadError
+from core.loading.load import check_fits, pick_dtype
 
 GIB = 1024**3
 SECRET = "hf_THIS_IS_A_SECRET_TOKEN_123"
@@ -146,7 +147,7 @@ def test_offline_hub_id_with_the_real_hub_client(monkeypatch, tmp_path):
 
 def test_offline_errors_are_not_mistaken_for_a_missing_file():
     """LocalEntryNotFoundError (no connection) subclasses EntryNotFoundError (no such file): order matters."""
-    from core.loading import hub_error_message
+    from core.loading.load import hub_error_message
 
     offline = hub_error_message(hub_errors.LocalEntryNotFoundError("cannot find the snapshot"), "a/b")
     assert offline.startswith("Offline: could not reach the Hugging Face hub for a/b.")
@@ -171,10 +172,10 @@ def test_remote_code_and_unknown_architectures_are_plain_messages(tmp_path):
 
 def test_a_model_on_the_meta_device_raises_our_message(tiny_folders):
     """Config only (weights on the meta device, tokenizer present): every analysis says so, none fails on devices."""
-    from core.attention import attention_weights
-    from core.context import similarity_curves
-    from core.embeddings import arithmetic, nearest_tokens, project_words
-    from core.lens import logit_lens, token_trajectory
+    from core.running.attention import attention_weights
+    from core.running.context import similarity_curves
+    from core.weights.embeddings import arithmetic, nearest_tokens, project_words
+    from core.running.lens import logit_lens, token_trajectory
 
     lm = load_model(str(tiny_folders["llama"]), weights=False)
     assert lm.device == "meta" and lm.tokenizer is not None

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core import run_trace
-from core.maps import (MAX_ITEMS, PRESETS, cosine_silhouette, hidden_state_maps, item_vectors, layer_at_depth,
+from core.running.maps import (MAX_ITEMS, PRESETS, cosine_silhouette, hidden_state_maps, item_vectors, layer_at_depth,
                        parse_items, pca_2d, probe_accuracy)
 from tests.apptest import assert_clean, run_page
 
@@ -21,7 +21,7 @@ TINY = "\n".join([  # words of the tiny tokenizer's corpus; "AirPods" is cut int
 
 
 def hidden_and_offsets(lm, text):
-    """The model's own forward pass (independent of core.trace): hidden (L+1, T, H) float64, offsets."""
+    """The model's own forward pass (independent of core.running.trace): hidden (L+1, T, H) float64, offsets."""
     enc = lm.tokenizer(text, return_tensors="pt", return_offsets_mapping=True)
     with torch.inference_mode():
         out = lm.model(input_ids=enc["input_ids"], output_hidden_states=True)

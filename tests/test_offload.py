@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-import core.placement
+import core.loading.placement
 from core import count_parameters, load_model, run_trace
-from core.cache import convert_gguf, converted_gguf_folder, gguf_parameter_count
-from core.embeddings import arithmetic, nearest_tokens
-from core.lens import logit_lens
-from core.loading import ModelLoadError
-from core.placement import GIB, plan_placement
+from core.loading.gguf import convert_gguf, converted_gguf_folder, gguf_parameter_count
+from core.weights.embeddings import arithmetic, nearest_tokens
+from core.running.lens import logit_lens
+from core.model.errors import ModelLoadError
+from core.loading.placement import GIB, plan_placement
 
 PROMPT = "the apple is green. what color is the apple?"
 
@@ -92,7 +92,7 @@ def test_plan_fills_gpus_then_cpu_then_disk_for_the_real_llama_shape():
     assert [order[d] for d in layers] == sorted(order[d] for d in layers)  # GPUs first, then CPU, then disk
     text = plan.describe()
     assert "GiB on GPU 0" in text and "on disk" in text and "s extra per prompt" in text
-    seconds = plan.bytes_on["disk"] / plan.disk_bytes_per_s + plan.bytes_on["cpu"] / core.placement.TYPICAL_PCIE_BYTES_PER_S
+    seconds = plan.bytes_on["disk"] / plan.disk_bytes_per_s + plan.bytes_on["cpu"] / core.loading.placement.TYPICAL_PCIE_BYTES_PER_S
     assert plan.offloaded_seconds_per_forward == pytest.approx(seconds)
 
 
@@ -105,15 +105,15 @@ def test_cpu_only_refuses_what_auto_offloads(tiny_folders):
 
 
 def test_gpu_only_without_a_gpu_is_a_message(tiny_folders, monkeypatch):
-    monkeypatch.setattr(core.placement, "gpu_free_bytes", dict)  # as on this machine: no CUDA device
-    monkeypatch.setattr(core.placement, "mps_available", lambda: False)  # and no Apple GPU
+    monkeypatch.setattr(core.loading.placement, "gpu_free_bytes", dict)  # as on this machine: no CUDA device
+    monkeypatch.setattr(core.loading.placement, "mps_available", lambda: False)  # and no Apple GPU
     with pytest.raises(ModelLoadError, match="torch sees no GPU on this machine"):
         load_model(str(tiny_folders["llama"]), device_map="gpu")
 
 
 def test_too_big_even_for_offload_is_refused_before_loading(tiny_folders, monkeypatch):
     # A disk fuller than the model cannot exist on demand here: the free-disk reading is replaced.
-    monkeypatch.setattr(core.placement, "free_disk_bytes", lambda folder=None: 1000)
+    monkeypatch.setattr(core.loading.placement, "free_disk_bytes", lambda folder=None: 1000)
     with pytest.raises(ModelLoadError, match="too big even with offloading") as caught:
         load_model(str(tiny_folders["llama"]), max_memory={"cpu": 1})
     assert "the disk has only 1,000 B free" in str(caught.value)
@@ -149,7 +149,7 @@ def test_gguf_fit_check_runs_before_dequantizing(tmp_path):
 
 
 def test_embedded_gguf_header_counts_match_the_loaded_model(smollm):
-    from core.sources import embedded_gguf_path
+    from core.loading.sources import embedded_gguf_path
 
     assert gguf_parameter_count(embedded_gguf_path("smollm2-135m")) == count_parameters(smollm)
 

@@ -9,8 +9,8 @@ import pytest
 from streamlit import dataframe_util
 
 from core import run_trace
-from core.context import similarity_curves, word_pieces
-from core.lens import first_top1_layer, last_position_table, logit_lens, token_trajectory
+from core.running.context import similarity_curves, word_pieces
+from core.running.lens import first_top1_layer, last_position_table, logit_lens, token_trajectory
 from tests.apptest import assert_clean, run_page
 
 pytestmark = [pytest.mark.app, pytest.mark.embedded]

@@ -1,4 +1,4 @@
-"""core/patchscopes.py against independent computations: plain transformers, the test's own hooks."""
+"""core/intervene/patchscopes.py against independent computations: plain transformers, the test's own hooks."""
 
 
 import numpy as np
@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from core import run_trace
-from core.patchscopes import (DESCRIPTION_PROMPT, IDENTITY_PROMPT, answer_changes, first_answer, patchscope,
+from core.intervene.patchscopes import (DESCRIPTION_PROMPT, IDENTITY_PROMPT, answer_changes, first_answer, patchscope,
                              patchscope_from_trace, placeholder_position, word_position)
 
 SOURCE = "Diana, Princess of Wales"
 
 
 def _layers(lm):
-    """The test's own knowledge of where each tiny architecture keeps its blocks (not core.parts)."""
+    """The test's own knowledge of where each tiny architecture keeps its blocks (not core.model.parts)."""
     inner = lm.model.model
     return getattr(inner, "language_model", inner).layers
 
@@ -148,7 +148,7 @@ def test_bad_input_is_a_message(tiny_llama, tiny_gemma, call, message):
 
 
 def test_sweep_reads_the_given_trace_and_reports_progress(tiny_gemma, monkeypatch):
-    import core.patchscopes as module
+    import core.intervene.patchscopes as module
 
     lm = tiny_gemma
     trace = run_trace(lm, SOURCE)
@@ -195,7 +195,7 @@ def test_the_target_prompt_before_the_placeholder_runs_once_for_all_rows(name, r
 
 
 def test_the_prefix_runs_once_even_when_the_sweep_takes_several_batches(tiny_llama, monkeypatch):
-    import core.patchscopes as patchscopes
+    import core.intervene.patchscopes as patchscopes
 
     monkeypatch.setattr(patchscopes, "MAX_ROWS", 1)  # one batch per layer
     lm = tiny_llama

@@ -1,4 +1,4 @@
-"""The server's caches (core.caches): models load once per server, traces are bounded by bytes.
+"""The server's caches (core.loading.store): models load once per server, traces are bounded by bytes.
 
 The browser test uses no mock: a real `streamlit run` server, a real browser, and the server's
 own log. transformers prints one "Loading weights" progress bar per `from_pretrained`, so the
@@ -18,7 +18,7 @@ import urllib.request
 import pytest
 
 from core import load_model
-from core.loading import ModelLoadError
+from core.model.errors import ModelLoadError
 
 from tests.browser import ROOT, SERVER_ENV, browser_page, chromium_path, free_port, wait_until_idle
 
@@ -80,7 +80,7 @@ def test_an_interrupted_first_run_does_not_load_the_models_twice(tmp_path):
     assert "smollm2-135m" in table and "gemma-3-270m" in table
 
 
-# ---------------------------------------------------------------- the server's caches (core.caches)
+# ---------------------------------------------------------------- the server's caches (core.loading.store)
 
 
 class _Sized:
@@ -89,7 +89,7 @@ class _Sized:
 
 
 def test_trace_cache_is_bounded_by_bytes_least_recently_used_first():
-    from core.caches import TraceCache
+    from core.loading.store import TraceCache
 
     cache = TraceCache(budget_bytes=100)
     computed = []
@@ -111,7 +111,7 @@ def test_trace_cache_is_bounded_by_bytes_least_recently_used_first():
 
 
 def test_trace_cache_computes_a_missing_trace_once_for_concurrent_sessions():
-    from core.caches import TraceCache
+    from core.loading.store import TraceCache
 
     cache, calls, gate = TraceCache(budget_bytes=10**6), [], threading.Event()
 
@@ -130,7 +130,7 @@ def test_trace_cache_computes_a_missing_trace_once_for_concurrent_sessions():
 
 
 def test_model_store_loads_once_survives_an_interrupted_waiter_and_never_caches_a_failure(tiny_folders):
-    from core.caches import ModelStore
+    from core.loading.store import ModelStore
 
     started, release = [], threading.Event()
 

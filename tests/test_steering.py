@@ -1,4 +1,4 @@
-"""core/steering.py against independent computations: plain transformers forwards and the test's own hooks."""
+"""core/intervene/steering.py against independent computations: plain transformers forwards and the test's own hooks."""
 
 import importlib
 import threading
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from core import run_trace
-from core.patchscopes import patchscope
-from core.steering import (check_steer, directions_from_traces, layer_sweep, steered_continuations, steering_vector,
+from core.intervene.patchscopes import patchscope
+from core.intervene.steering import (check_steer, directions_from_traces, layer_sweep, steered_continuations, steering_vector,
                            target_ids)
 
 POSITIVE = ["the apple is green.", "I ate an apple for breakfast", "how are you?"]
@@ -135,7 +135,7 @@ def test_model_and_trace_are_bit_identical_after_interventions(name, request):
 
 
 def test_a_trace_in_another_thread_during_a_sweep_is_unaffected(tiny_gemma, monkeypatch):
-    module = importlib.import_module("core.steering")
+    module = importlib.import_module("core.intervene.steering")
 
     lm = tiny_gemma
     clean = run_trace(lm, HELD_OUT[0])

@@ -1,13 +1,13 @@
-"""core.vocabulary and core.tokens: ids as the model sees them, lookups, overlap vs direct set arithmetic."""
+"""core.weights.vocabulary and core.text.tokens: ids as the model sees them, lookups, overlap vs direct set arithmetic."""
 
 import numpy as np
 import pytest
 import torch
 
 from core import load_model, tokenize
-from core.loading import ModelLoadError
-from core.tokens import MAX_TEXT_CHARS
-from core.vocabulary import (MULTILINGUAL, added_tokens, embedding_row, find_token, lookup_ids, normalize_piece,
+from core.model.errors import ModelLoadError
+from core.text.tokens import MAX_TEXT_CHARS
+from core.weights.vocabulary import (MULTILINGUAL, added_tokens, embedding_row, find_token, lookup_ids, normalize_piece,
                              parse_ids, special_tokens, tokens_per_character, vocab_facts, vocab_overlap)
 
 TEXTS = ["大家好", "the apple is green. what color is the apple?", "Great job 🎉 see you", "  two  spaces\nline"]

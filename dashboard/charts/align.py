@@ -1,7 +1,7 @@
 """The alignment strip: both models' tokens of one prompt, placed by the characters they cover.
 
 Top row: the characters of the prompt; one row per model below it: each token is a box
-spanning its characters (core.align.strip_rows; byte pieces of one character split its
+spanning its characters (core.text.align.strip_rows; byte pieces of one character split its
 width; BOS sits left of character 0). Grey vertical rules mark the cuts both tokenizations
 share, so the text between two rules is a "shared span". The picked span and the tokens
 that cover it are highlighted.
@@ -31,7 +31,7 @@ def _fit(text: str, px: float) -> str:
 
 def alignment_strip(rows: pd.DataFrame, text: str, window: tuple[int, int], span: tuple[int, int],
                     cuts: list[int], row_titles: dict[str, str], selection: str = "token") -> alt.LayerChart:
-    """`rows`: core.align.strip_rows for the window; `text`: the prompt; `window`: characters drawn;
+    """`rows`: core.text.align.strip_rows for the window; `text`: the prompt; `window`: characters drawn;
     `span`: the picked characters; `cuts`: shared cut positions; `row_titles`: {label: row name}.
     Clicking a token box selects its (model, position) under the selection parameter `selection`."""
     lo, hi = window

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-from core.attention import hide_first_token
+from core.running.attention import hide_first_token
 
 # viridis (the colour scale of the lecture's plots and of Altair's "viridis"), 9 anchors
 _VIRIDIS = np.array([(68, 1, 84), (71, 44, 122), (59, 82, 139), (44, 113, 142), (33, 145, 140),
@@ -72,7 +72,7 @@ def grid_image(maps: np.ndarray, *, hide_first: bool = False, log_scale: bool = 
     The upper triangle (a token cannot look ahead) is light grey; head numbers on
     top, layer numbers on the left (orange = sliding-window layer); grey lines
     separate query heads that share a KV head; `selected` (layer, head) is boxed red.
-    `hide_first` drops token 0 and renormalises the rows (core.attention.hide_first_token), layer by layer.
+    `hide_first` drops token 0 and renormalises the rows (core.running.attention.hide_first_token), layer by layer.
     """
     layers, heads, n, _ = maps.shape
     n -= int(hide_first)
@@ -128,7 +128,7 @@ def png_bytes(image: Image.Image) -> bytes:
 def head_heatmap(cells: pd.DataFrame, log_scale: bool = False) -> alt.Chart:
     """One head: rows = the token attending, columns = the token attended to, tooltips with the weight.
 
-    `cells` is core.attention.head_cells(...). Future cells (upper triangle) are grey.
+    `cells` is core.running.attention.head_cells(...). Future cells (upper triangle) are grey.
     """
     order = list(dict.fromkeys(cells.sort_values("query_pos")["query"]))
     n = len(order)

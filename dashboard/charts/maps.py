@@ -5,7 +5,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-MEASURES = {  # core.maps.separation column -> label on the chart
+MEASURES = {  # core.running.maps.separation column -> label on the chart
     "silhouette": "Silhouette (cosine)",
     "probe_accuracy": "Nearest-centroid accuracy (leave-one-out)",
 }
@@ -14,7 +14,7 @@ MEASURES = {  # core.maps.separation column -> label on the chart
 def map_chart(points: pd.DataFrame, title: str = "") -> alt.Chart:
     """One layer's 2-D map: a point per (sentence, word), colour and shape = the user's group.
 
-    `points` holds core.maps.map_points rows of one layer (x, y, group, word, text, sentence,
+    `points` holds core.running.maps.map_points rows of one layer (x, y, group, word, text, sentence,
     explained_x, explained_y). Shape repeats the colour so groups stay apart in grey print and
     for colour-blind viewers.
     """
@@ -32,7 +32,7 @@ def map_chart(points: pd.DataFrame, title: str = "") -> alt.Chart:
 
 
 def separation_long(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """{model title: core.maps.separation table} -> long rows: model, layer, relative_depth, measure, value."""
+    """{model title: core.running.maps.separation table} -> long rows: model, layer, relative_depth, measure, value."""
     frames = [table.assign(model=model) for model, table in tables.items()]
     wide = pd.concat(frames, ignore_index=True)
     long = wide.melt(id_vars=["model", "layer", "relative_depth"], value_vars=list(MEASURES),

@@ -6,7 +6,7 @@ import streamlit as st
 import export
 import ui
 from charts.architecture import component_chart, histogram_chart, weight_heatmap
-from core.architecture import (HEATMAP_COMPONENTS, MAX_BLOCK, aligned_layer, architecture_facts, component_breakdown,
+from core.weights.architecture import (HEATMAP_COMPONENTS, MAX_BLOCK, aligned_layer, architecture_facts, component_breakdown,
                                find_tensor, gqa_explanation, histogram_frame, layer_choices, matrix_frame,
                                parameter_list, resolve_layer, stats_frame, weight_view)
 

@@ -8,7 +8,7 @@ import export
 import ui
 from charts.align import with_picked_row
 from charts.attention import grid_image, head_heatmap, png_bytes, summary_heatmap
-from core.attention import (SUMMARY_METRICS, head_csv_table, head_view, kv_head_of, layer_kinds, require_attention,
+from core.running.attention import (SUMMARY_METRICS, head_csv_table, head_view, kv_head_of, layer_kinds, require_attention,
                             summary_table)
 
 SHORT = "the apple is green. what color is the apple?"

@@ -6,7 +6,7 @@ import streamlit as st
 import export
 import ui
 from charts.embeddings import overlap_chart, projection_chart
-from core.embeddings import (MAX_K, MAX_WORDS, arithmetic, nearest_tokens, neighbour_overlap, parse_word_groups,
+from core.weights.embeddings import (MAX_K, MAX_WORDS, arithmetic, nearest_tokens, neighbour_overlap, parse_word_groups,
                              project_words, resolve_query, visible)
 
 QUERY_PRESETS = {"apple": "apple", "Apple": "Apple", "李": "李", "王": "王"}

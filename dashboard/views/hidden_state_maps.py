@@ -6,7 +6,7 @@ import streamlit as st
 import export
 import ui
 from charts.maps import map_chart, separation_chart, separation_long
-from core.maps import MAX_ITEMS, PRESETS, MapItem, hidden_state_maps, layer_at_depth, parse_items
+from core.running.maps import MAX_ITEMS, PRESETS, MapItem, hidden_state_maps, layer_at_depth, parse_items
 
 POOLING = {"mean": "the average of its tokens", "last": "its last token"}
 

@@ -7,7 +7,7 @@ import align_picker
 import export
 import ui
 from charts.context import difference_chart
-from core.context import difference_by_layer, hidden_state_facts, word_vectors_across
+from core.running.context import difference_by_layer, hidden_state_facts, word_vectors_across
 
 PROMPTS = {"大家好": "大家好", "how are you?": "how are you?", "The apple is green": "the apple is green."}
 DEMO = "how about you?\nhow are you?\nnice to meet you"

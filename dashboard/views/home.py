@@ -4,8 +4,8 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core.parts import UnsupportedArchitecture
-from core.summary import model_card
+from core.model.errors import UnsupportedArchitecture
+from core.weights.card import model_card
 
 st.title("Two language models, side by side")
 st.markdown(
@@ -22,7 +22,7 @@ for slot in slots:
         continue
     try:
         cards[slot.title] = model_card(slot.lm)
-    except UnsupportedArchitecture as error:  # an architecture whose parts cannot be found (core/parts.py)
+    except UnsupportedArchitecture as error:  # an architecture whose parts cannot be found (core/model/parts.py)
         st.error(f"Model {slot.label} ({slot.key.source}): {error}")
 
 st.header("The two models")

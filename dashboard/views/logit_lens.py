@@ -9,7 +9,7 @@ import ui
 from charts.align import with_picked_column
 from charts.lens import lens_grid_chart, trajectory_chart, visible
 from core import ModelLoadError
-from core.lens import first_top1_layer, last_position_table, lens_grid, logit_lens, token_trajectory
+from core.running.lens import first_top1_layer, last_position_table, lens_grid, logit_lens, token_trajectory
 
 PRESETS = {"天氣": "天氣", "天氣預": "天氣預", "今天天氣真": "今天天氣真",
            "The capital of France is": "The capital of France is"}

@@ -8,7 +8,7 @@ import intervene_ui
 import ui
 from charts.intervene import next_token_chart
 from charts.lens import visible
-from core.generation import next_token_logits, top_tokens
+from core.intervene.generation import next_token_logits, top_tokens
 
 PRESETS = {
     "The capital of France is": "The capital of France is",

@@ -8,7 +8,7 @@ import export
 import intervene_ui
 import ui
 from charts.steering import patchscope_depth_chart
-from core.patchscopes import DESCRIPTION_PROMPT, IDENTITY_PROMPT, answer_changes, first_answer, patchscope_from_trace
+from core.intervene.patchscopes import DESCRIPTION_PROMPT, IDENTITY_PROMPT, answer_changes, first_answer, patchscope_from_trace
 
 PREFIX = "ps"
 SOURCES = {  # the lecture's example, and "apple" in a fruit sentence vs a company sentence (the last word is picked)

@@ -7,7 +7,7 @@ import export
 import ui
 from charts.context import similarity_chart
 from core import ModelLoadError
-from core.context import MAX_SENTENCES, pair_label, similarity_curves, word_pieces
+from core.running.context import MAX_SENTENCES, pair_label, similarity_curves, word_pieces
 
 TWO = "I ate an apple for breakfast\nThe company that makes iPads and AirPods is called apple"
 FOUR = "\n".join([

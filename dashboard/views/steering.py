@@ -8,9 +8,9 @@ import export
 import intervene_ui
 import ui
 from charts.steering import PICK, sweep_chart
-from core.chat import model_text
-from core.generation import Steer
-from core.steering import PRESETS, check_steer, directions_from_traces, layer_sweep
+from core.text.chat import model_text
+from core.intervene.generation import Steer
+from core.intervene.steering import PRESETS, check_steer, directions_from_traces, layer_sweep
 
 PREFIX = "st"
 DEPTH_KEY, STRENGTH_KEY = f"{PREFIX}_depth", f"{PREFIX}_strength"

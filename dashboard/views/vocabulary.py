@@ -6,8 +6,8 @@ import streamlit as st
 import export
 import ui
 from charts.vocabulary import overlap_chart, token_chips, tokens_per_character_chart, visible
-from core.tokens import MAX_TEXT_CHARS, tokenize
-from core.vocabulary import (LECTURE_TEXTS, MULTILINGUAL, added_tokens, embedding_row, find_token, lookup_ids,
+from core.text.tokens import MAX_TEXT_CHARS, tokenize
+from core.weights.vocabulary import (LECTURE_TEXTS, MULTILINGUAL, added_tokens, embedding_row, find_token, lookup_ids,
                              overlap_examples, parse_ids, special_tokens, tokens_per_character, vocab_facts,
                              vocab_overlap)
 

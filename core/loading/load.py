@@ -2,7 +2,7 @@
 
 Every source ends up as a local snapshot folder loaded by one code path:
 hub ids are downloaded (safetensors only), GGUF files are converted once to a
-cached folder (`core.cache`), local folders are used as they are. With
+cached folder (`core.loading.gguf`), local folders are used as they are. With
 `weights=False` the architecture is built on the meta device from the config
 alone: no download of weights, no memory, exact parameter counts.
 
@@ -14,106 +14,22 @@ Attention weights are only returned by the eager attention implementation
 from __future__ import annotations
 
 import json
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 import torch
 
-from core.placement import execution_device, fit_check, load_weights
-from core.sources import PRESETS, Source, SourceError, embedded_gguf_path, resolve_source
+from core.model.errors import ModelLoadError
+from core.model.loaded import LoadedModel
+from core.model.reading import execution_device, inverse_norms
+from core.loading.gguf import convert_gguf
+from core.loading.placement import fit_check, load_weights
+from core.loading.sources import PRESETS, Source, SourceError, embedded_gguf_path, resolve_source
 
 LARGE_MODEL_PARAMS = 1_000_000_000  # above this, CPU loads default to bfloat16
 MEMORY_HEADROOM = 1.15  # weights + activations/fragmentation margin when checking fit
 HUB_FILES = ["*.json", "*.safetensors", "tokenizer.model", "*.tiktoken", "*.txt"]
-
-
-class ModelLoadError(RuntimeError):
-    """A model could not be loaded. The message is written for the user (never holds a token)."""
-
-
-@dataclass(eq=False)
-class LoadedModel:
-    """A loaded model and everything the analyses need to read it.
-
-    Treat it as read-only: it is shared between pages and browser sessions.
-    `lock` serialises forward passes so concurrent sessions never interleave.
-    """
-
-    name: str  # what the user picked (preset, repo id, path)
-    source: Source
-    model: torch.nn.Module
-    tokenizer: object | None  # None for config-only models without tokenizer files
-    has_weights: bool
-    device: str
-    dtype: torch.dtype
-    load_seconds: float
-    dequantized_from_gguf: bool = False
-    plan: object = None  # core.placement.Plan: where the weights went (None: all on `device`)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _parts: object = field(default=None, repr=False, init=False)
-
-    @property
-    def config(self):
-        return self.model.config
-
-    @property
-    def text_config(self):
-        return self.model.config.get_text_config()
-
-    @property
-    def is_multimodal(self) -> bool:
-        return hasattr(self.model.config, "vision_config")
-
-    @property
-    def parts(self):
-        """Where this architecture keeps its embedding, layers, final norm and head (core/parts.py)."""
-        from core.parts import model_parts
-
-        if self._parts is None:  # found once; the model never changes
-            self._parts = model_parts(self.model)
-        return self._parts
-
-    @property
-    def decoder(self) -> torch.nn.Module:
-        """The text transformer (embeddings, layers, final norm); under `language_model` for Gemma 3 4B."""
-        return self.parts.decoder
-
-    @property
-    def lm_head(self) -> torch.nn.Module:
-        return self.parts.lm_head
-
-    @property
-    def num_layers(self) -> int:
-        return self.text_config.num_hidden_layers
-
-    @property
-    def num_heads(self) -> int:
-        """Query heads per layer; 0 for a model without attention (e.g. a state-space model)."""
-        return self.parts.layout.num_heads
-
-    @property
-    def num_kv_heads(self) -> int:
-        return self.parts.layout.num_kv_heads  # Falcon's multi_query, GQA's num_key_value_heads (core/parts.py)
-
-    @property
-    def hidden_size(self) -> int:
-        return self.parts.layout.hidden_size
-
-    @property
-    def head_dim(self) -> int:
-        return self.parts.layout.head_dim
-
-    @property
-    def vocab_size(self) -> int:
-        return self.text_config.vocab_size
-
-    @property
-    def weight_bytes(self) -> int:
-        unique = {id(p): p for p in self.model.parameters()}
-        return sum(p.numel() * p.element_size() for p in unique.values())
 
 
 # ---------------------------------------------------------------- choices
@@ -285,8 +201,6 @@ def _local_folder(source: Source, token: str | None, weights: bool, progress,
                   available_bytes: int | None = None) -> Path | None:
     """The snapshot folder to load from (None: config-only preset with a shipped config)."""
     if source.is_gguf:
-        from core.cache import convert_gguf
-
         gguf = Path(source.location) if source.kind == "gguf" else embedded_gguf_path(source.location)
         return convert_gguf(gguf, progress, available_bytes)  # fit-checked from the GGUF header first
     if source.kind == "folder":
@@ -315,7 +229,7 @@ def load_model(
 
     weights=False builds the architecture on the meta device from the config only.
     `device_map`: "auto" spreads the weights over GPUs, then CPU RAM, then disk (accelerate's
-    big-model inference, see core/placement.py); "gpu" / "cpu" keep everything in one memory
+    big-model inference, see core/loading/placement.py); "gpu" / "cpu" keep everything in one memory
     and refuse what does not fit; "disk" offloads every decoder layer; None loads onto
     `device` (given explicitly, `device` implies None). `max_memory` ({0: bytes, "cpu": bytes})
     overrides the free-memory reading for the plan; `offload_folder` is where weights that must
@@ -380,10 +294,8 @@ def _precompute_embedding_norms(lm: LoadedModel) -> None:
     for a 3-4 B model). A model without a readable table loads anyway; the pages that need the
     table say why.
     """
-    from core.embeddings import inverse_norms  # here, not at the top: core.embeddings imports this module
-
     try:
-        inverse_norms(lm)  # kept in core.embeddings' per-model cache
+        inverse_norms(lm)  # kept in core.model.reading's per-model cache
     except ModelLoadError:
         pass
 

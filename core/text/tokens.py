@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from core.loading import LoadedModel, ModelLoadError
+from core.model.loaded import LoadedModel
+from core.model.errors import ModelLoadError
 
 MAX_TEXT_CHARS = 20_000  # longer texts are cut here; pages say so
 

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.hooks import recorded_input
-from core.loading import LoadedModel, ModelLoadError
-from core.tokens import display_token, encode, require_tokenizer
+from core.model.hooks import recorded_input
+from core.model.loaded import LoadedModel
+from core.model.errors import ModelLoadError
+from core.text.tokens import display_token, encode, require_tokenizer
 
 MAX_TRACE_TOKENS = 512  # longer prompts are cut (attention is T×T per head)
 
@@ -123,7 +124,7 @@ def run_trace(lm: LoadedModel, prompt: str, max_tokens: int = MAX_TRACE_TOKENS) 
     except torch.OutOfMemoryError:
         raise ModelLoadError(out_of_memory_message(lm, len(ids))) from None
     # No weights: a state-space model, or an attention implementation that does not expose them (sdpa and
-    # flash attention return an empty tuple). Hidden states and logits are still exact; core.attention says why.
+    # flash attention return an empty tuple). Hidden states and logits are still exact; core.running.attention says why.
     weights = getattr(out, "attentions", None)
     readable = bool(weights) and all(w is not None for w in weights)
 

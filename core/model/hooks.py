@@ -1,7 +1,7 @@
 """Editing the residual stream of a shared model, safely.
 
 An intervention (steering, Patchscopes) changes `hidden_states[l]` — the
-input of decoder layer l, see core/parts.py — while the model runs. It is a
+input of decoder layer l, see core/model/parts.py — while the model runs. It is a
 forward pre-hook on `layers[l]` that rewrites the block's hidden-states
 argument.
 
@@ -26,7 +26,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from core.loading import LoadedModel
+from core.model.loaded import LoadedModel
 
 Edit = Callable[[torch.Tensor], torch.Tensor]  # hidden (batch, T, hidden) -> edited hidden, same shape
 

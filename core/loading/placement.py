@@ -29,6 +29,9 @@ from pathlib import Path
 import psutil
 import torch
 
+from core.model.errors import ModelLoadError
+from core.loading.sources import cache_dir
+
 GIB = 1024**3
 MEMORY_HEADROOM = 1.15  # weights + activations/fragmentation margin on every device
 PLACEMENTS = ("auto", "gpu", "cpu", "disk")  # what the user can ask for
@@ -233,40 +236,9 @@ def disk_read_speed(weights_file: Path | None) -> tuple[float, bool]:
 # ---------------------------------------------------------------- reading weights of a dispatched model
 
 
-def parameter_value(module: torch.nn.Module, name: str = "weight") -> torch.Tensor:
-    """A module's parameter as a real tensor, also when accelerate offloaded it (then it is meta on the
-    module and its value lives in the hook's weights map: read from RAM or disk, the module untouched)."""
-    value = getattr(module, name)
-    if not value.is_meta:
-        return value.detach()
-    hook = getattr(module, "_hf_hook", None)
-    weights_map = getattr(hook, "weights_map", None)
-    if weights_map is None:
-        from core.loading import ModelLoadError
-
-        raise ModelLoadError("The weights of this model are not loaded (they are on the meta device): "
-                             "turn on 'Load the weights' in the sidebar.")
-    return weights_map[name].detach()
-
-
-def execution_device(module: torch.nn.Module) -> torch.device:
-    """Where `module` computes: its accelerate hook's execution device, else where its weights are."""
-    hook = getattr(module, "_hf_hook", None)
-    device = getattr(hook, "execution_device", None)
-    if device is not None:
-        return torch.device(device if not isinstance(device, int) else f"cuda:{device}")
-    for tensor in module.parameters():
-        return tensor.device
-    return torch.device("cpu")
-
-
-# ---------------------------------------------------------------- loading as planned
-
 
 def fit_check(meta, dtype, placement, max_memory, available_bytes, folder, offload_folder, source):
     """The fit check: accelerate's device map for this model, or a message when nothing can hold it."""
-    from core.loading import ModelLoadError
-
     biggest = max(folder.glob("*.safetensors"), key=lambda p: p.stat().st_size)
     try:
         return plan_placement(meta, dtype, placement, max_memory=max_memory, ram_bytes=available_bytes,
@@ -276,8 +248,6 @@ def fit_check(meta, dtype, placement, max_memory, available_bytes, folder, offlo
 
 
 def _offload_root() -> Path:
-    from core.cache import cache_dir
-
     root = cache_dir() / "offload"
     root.mkdir(parents=True, exist_ok=True)
     return root
@@ -287,8 +257,6 @@ def load_weights(folder: Path, dtype: torch.dtype, device: str, name: str, plan=
                  offload_folder: str | Path | None = None) -> torch.nn.Module:
     """Read the safetensors weights: onto `device`, or placed as `plan` says (accelerate dispatch)."""
     from transformers import AutoModelForCausalLM
-
-    from core.loading import ModelLoadError
 
     placed = {}
     temporary = None

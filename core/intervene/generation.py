@@ -16,7 +16,7 @@ result are exactly `model.generate(do_sample=False)`), with three additions:
   on the prompt pass and on every generated token. Layer l is Hugging Face's
   hidden_states[l]: l = 0 is the embedding output, l >= 1 the output of decoder
   layer l before the final norm; 0 <= l < number of layers. The edit is a
-  forward pre-hook that lives only inside core.hooks.edited_residual (which
+  forward pre-hook that lives only inside core.model.hooks.edited_residual (which
   holds the model's lock and removes the hook on exit, also on a Stop).
 - Streaming: `on_token(token_id, text_so_far)` is called after each new token.
   Streamlit stops a script by raising inside it (at the next st.* call, so
@@ -27,7 +27,7 @@ result are exactly `model.generate(do_sample=False)`), with three additions:
 vocabulary at the prompt's last position, its top k rows.
 
 `from core import generate` gives the function; the module's other names (`generate_ids`,
-`next_token_logits`, `top_tokens`) come with `from core.generation import …`.
+`next_token_logits`, `top_tokens`) come with `from core.intervene.generation import …`.
 """
 
 from __future__ import annotations
@@ -44,11 +44,12 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 from transformers.generation.streamers import BaseStreamer
 
-from core.chat import prompt_ids
-from core.hooks import Edit, check_layer, edited_residual
-from core.loading import LoadedModel, ModelLoadError
-from core.tokens import display_token, require_tokenizer
-from core.trace import MAX_TRACE_TOKENS, last_logits_only
+from core.text.chat import prompt_ids
+from core.model.hooks import Edit, check_layer, edited_residual
+from core.model.loaded import LoadedModel
+from core.model.errors import ModelLoadError
+from core.text.tokens import display_token, require_tokenizer
+from core.running.trace import MAX_TRACE_TOKENS, last_logits_only
 
 MAX_NEW_TOKENS = 512  # an upper bound for a page; notebooks can ask for up to this many
 MAX_PROMPT_TOKENS = MAX_TRACE_TOKENS  # longer prompts are cut, as run_trace does
@@ -112,7 +113,7 @@ def _check_settings(max_new_tokens: int, temperature: float, top_p: float, seed:
 
 
 def steer_edit(lm: LoadedModel, steer: Steer) -> dict[int, Edit]:
-    """The edit {layer: h -> h + strength * vector} for core.hooks, after checking every part of `steer`."""
+    """The edit {layer: h -> h + strength * vector} for core.model.hooks, after checking every part of `steer`."""
     check_layer(lm, steer.layer)
     strength = float(steer.strength)
     if not math.isfinite(strength):

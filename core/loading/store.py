@@ -24,7 +24,7 @@ from concurrent.futures import Future, TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Callable, Hashable
 
-from core.placement import free_ram_bytes
+from core.loading.placement import free_ram_bytes
 
 TRACE_BUDGET_FRACTION = 0.25  # of the RAM free at start: traces share memory with the models
 

@@ -7,9 +7,9 @@ at the last token of every prompt of list 1 (e.g. requests the model refuses)
 minus the same mean over list 2 (requests it answers). Adding
 strength × direction to hidden_states[l] at every position pushes the model
 towards list 1; a negative strength pushes it towards list 2. Generation with
-a steer is core.generation's `Steer`.
+a steer is core.intervene.generation's `Steer`.
 
-Layer convention (Hugging Face's `hidden_states`, core/parts.py): layer l is
+Layer convention (Hugging Face's `hidden_states`, core/model/parts.py): layer l is
 hidden_states[l]; l = 0 the embedding output, l >= 1 the output of decoder
 layer l before the final norm; 0 <= l < number of layers.
 
@@ -32,12 +32,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.chat import prompt_ids
-from core.hooks import Edit, check_layer, edited_residual
-from core.loading import LoadedModel
-from core.tokens import display_token
-from core.patchscopes import MAX_ROWS, generate_rows, require_weights
-from core.trace import MAX_TRACE_TOKENS, Trace, last_logits_only, run_trace
+from core.text.chat import prompt_ids
+from core.model.hooks import Edit, check_layer, edited_residual
+from core.model.loaded import LoadedModel
+from core.text.tokens import display_token
+from core.intervene.patchscopes import MAX_ROWS, generate_rows, require_weights
+from core.running.trace import MAX_TRACE_TOKENS, Trace, last_logits_only, run_trace
 
 Progress = Callable[[int, int], None]  # (done, total)
 

@@ -9,18 +9,18 @@ and put it in place of the hidden state of a placeholder token of a *target*
 after the target prompt is its own reading of that state: the identity prompt
 asks it to repeat the token, an entity-description prompt to describe it.
 
-Layer convention (Hugging Face's `hidden_states`, core/parts.py): layer l is
+Layer convention (Hugging Face's `hidden_states`, core/model/parts.py): layer l is
 hidden_states[l]; l = 0 is the embedding output, l >= 1 the output of decoder
 layer l before the final norm; 0 <= l < number of layers. Replacing
 hidden_states[t] at one position is a forward pre-hook on layers[t]
-(core/hooks.py), active on the target prompt's forward pass only; the
+(core/model/hooks.py), active on the target prompt's forward pass only; the
 generated tokens then read the patched prompt through the key/value cache.
 
 A sweep over source layers reads every layer's source state from one trace
 (`run_trace`, or the page's cached trace) and runs the target once for all
 layers: the target prompt is repeated as a batch, one row per source layer,
 and row i is patched at its own layer only. Greedy decoding is
-`model.generate(do_sample=False)` (core/generation.py uses the same).
+`model.generate(do_sample=False)` (core/intervene/generation.py uses the same).
 """
 
 from __future__ import annotations
@@ -33,12 +33,13 @@ import pandas as pd
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 
-from core.chat import chat_text
-from core.generation import pad_id
-from core.hooks import Edit, check_layer, edited_residual
-from core.loading import LoadedModel, ModelLoadError
-from core.tokens import require_tokenizer
-from core.trace import MAX_TRACE_TOKENS, Trace, last_logits_only, run_trace
+from core.text.chat import chat_text
+from core.intervene.generation import pad_id
+from core.model.hooks import Edit, check_layer, edited_residual
+from core.model.loaded import LoadedModel
+from core.model.errors import ModelLoadError
+from core.text.tokens import require_tokenizer
+from core.running.trace import MAX_TRACE_TOKENS, Trace, last_logits_only, run_trace
 
 DEFAULT_PLACEHOLDER = "x"
 MAX_ROWS = 32  # rows of one batched generation: bounds memory (KV cache grows with rows × tokens)
@@ -52,7 +53,7 @@ DESCRIPTION_PROMPT = ("Syria: Country in the Middle East, Leonardo DiCaprio: Ame
 
 
 def target_tokens(lm: LoadedModel, target_prompt: str, chat: bool = False) -> tuple[str, list[int], list[tuple[int, int]]]:
-    """(text the model sees, its token ids, each token's character span), as core.chat.prompt_ids tokenizes it."""
+    """(text the model sees, its token ids, each token's character span), as core.text.chat.prompt_ids tokenizes it."""
     tokenizer = require_tokenizer(lm)
     if not target_prompt or not target_prompt.strip():
         raise ValueError("The target prompt is empty: type one with a placeholder, or click a preset.")

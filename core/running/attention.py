@@ -23,9 +23,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from core.loading import LoadedModel
-from core.parts import UnsupportedArchitecture
-from core.trace import Trace, run_trace
+from core.model.loaded import LoadedModel
+from core.model.errors import UnsupportedArchitecture
+from core.running.trace import Trace, run_trace
 
 SUMMARY_METRICS = {  # column -> plain description, shown in the dashboard
     "first_token_mass": "Weight on the first token (the attention sink)",
@@ -93,7 +93,7 @@ def head_summaries(attentions: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def layer_kinds(lm: LoadedModel) -> list[str]:
-    """'sliding' (local window) or 'global' for each layer (Gemma 3: 5 local : 1 global; core/parts.py)."""
+    """'sliding' (local window) or 'global' for each layer (Gemma 3: 5 local : 1 global; core/model/parts.py)."""
     return list(lm.parts.layout.layer_kinds)
 
 

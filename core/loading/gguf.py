@@ -9,20 +9,16 @@ tokenizer files), which then loads in a few seconds.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import struct
 import tempfile
 from pathlib import Path
 
+from core.model.errors import ModelLoadError
+from core.loading.placement import GIB, MEMORY_HEADROOM, free_ram_bytes
+from core.loading.sources import cache_dir
+
 FLOAT32_BYTES = 4
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("LMSBS_CACHE_DIR") or Path.home() / ".cache" / "lm-side-by-side"
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def file_fingerprint(path: Path) -> str:
@@ -98,9 +94,6 @@ def check_gguf_fits(gguf_path: Path, available_bytes: int | None = None) -> int:
     Conversion dequantizes every tensor to float32 in memory (then saves safetensors), so it
     needs about 4 bytes per weight. Returns that estimate.
     """
-    from core.loading import ModelLoadError
-    from core.placement import GIB, MEMORY_HEADROOM, free_ram_bytes
-
     try:
         needed = gguf_parameter_count(gguf_path) * FLOAT32_BYTES
     except (ValueError, struct.error, OSError) as error:
@@ -138,8 +131,6 @@ def convert_gguf(gguf_path: Path, progress=None, available_bytes: int | None = N
             progress(0.4, f"Dequantizing the weights of {gguf_path.name}")
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype="float32")
     except Exception as error:  # unsupported architecture, truncated file, missing reader...
-        from core.loading import ModelLoadError
-
         raise ModelLoadError(
             f"The GGUF file {gguf_path.name} could not be read: {type(error).__name__}: {str(error)[:200]}"
         ) from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from core.loading import LoadedModel
+from core.model.loaded import LoadedModel
 
 
 def count_parameters(lm: LoadedModel) -> int:

@@ -4,7 +4,7 @@
   table, attention q/k/v/o, MLP gate/up/down, norms, vision tower, projector,
   untied LM head). Built on `parameter_table`, so it sums to `count_parameters`
   and works for config-only models on the meta device.
-- `architecture_facts` (core/facts.py, re-exported here): the summary a
+- `architecture_facts` (core/weights/card.py, re-exported here): the summary a
   lecturer reads off a config (heads, KV heads and the grouped-query-attention
   group size, activation, norm type, position scheme, sliding-window pattern).
 - `aligned_layer`: one decoder layer of A next to one of B, tensors matched by
@@ -26,11 +26,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.loading import LoadedModel
-from core.params import count_parameters, parameter_table
-from core.placement import parameter_value
-from core.facts import architecture_facts, gqa_explanation, layer_pattern  # noqa: F401  (re-exported for pages)
-from core.summary import PROJECTOR_PREFIXES, VISION_PREFIXES
+from core.model.loaded import LoadedModel
+from core.weights.params import count_parameters, parameter_table
+from core.model.reading import parameter_value
+from core.weights.card import architecture_facts, gqa_explanation, layer_pattern  # noqa: F401  (re-exported for pages)
+from core.weights.card import PROJECTOR_PREFIXES, VISION_PREFIXES
 
 MAX_SIDE = 128  # the downsampled picture of a whole matrix is at most MAX_SIDE x MAX_SIDE cells
 MAX_BLOCK = 400  # largest top-left block a user may ask for
@@ -109,7 +109,7 @@ def is_text(name: str) -> bool:
 
 def components(lm: LoadedModel, names) -> list[str]:
     """component_of each name, except the embedding table and an untied LM head: those are found by
-    identity (core/parts.py), whatever the family calls them (embed_tokens, wte, embed_in, embeddings…)."""
+    identity (core/model/parts.py), whatever the family calls them (embed_tokens, wte, embed_in, embeddings…)."""
     first_name = {}
     for name, param in lm.model.named_parameters():  # tied tensors: the first name, as parameter_table keeps
         first_name.setdefault(id(param), name)

@@ -30,8 +30,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from core.loading import LoadedModel
-from core.trace import Trace, run_trace
+from core.model.loaded import LoadedModel
+from core.running.trace import Trace, run_trace
 
 MAX_SENTENCES = 8
 IDENTICAL_ATOL = 1e-6  # vectors closer than this (max |difference|) count as identical

@@ -14,8 +14,8 @@ uses `prompt_ids` so the toggle means the same thing everywhere.
 
 from __future__ import annotations
 
-from core.loading import LoadedModel
-from core.tokens import require_tokenizer
+from core.model.loaded import LoadedModel
+from core.text.tokens import require_tokenizer
 
 
 def has_chat_template(lm: LoadedModel) -> bool:

@@ -33,17 +33,15 @@ excluded from the answer. Projections are PCA (SVD of the centred word vectors).
 from __future__ import annotations
 
 import re
-import threading
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
-from core.loading import LoadedModel, ModelLoadError
-from core.placement import parameter_value
-from core.tokens import display_token, require_tokenizer
+from core.model.loaded import LoadedModel
+from core.model.reading import embedding_table, inverse_norms
+from core.text.tokens import display_token, require_tokenizer
 
 RESCORE_MARGIN = 0.02  # > 2 x the worst cosine error of a bf16 pass: matvec output and row norm each 2^-8 relative, + input rounding
 MAX_RESCORE_ROWS = 16_384  # cap on rows rescored in fp32 (only reached by a near-constant table)
@@ -53,53 +51,6 @@ TOKEN_ID = re.compile(r"^#\s*(\d+)$")  # "#1234" means token id 1234
 
 
 # ---------------------------------------------------------------- the table and its norms
-
-
-def embedding_table(lm: LoadedModel) -> torch.Tensor:
-    """The input-embedding matrix (vocab, hidden) as stored: same dtype, no copy."""
-    if not lm.has_weights:
-        raise ModelLoadError(f"{lm.name} was loaded from its config only: embeddings need the weights.")
-    # The module's own weight, or (offloaded by accelerate) its value read from RAM/disk, module untouched.
-    return parameter_value(lm.parts.embed, "weight")  # (V, H), on the table's own device
-
-
-@torch.no_grad()
-def compute_inverse_norms(table: torch.Tensor) -> torch.Tensor:
-    """1 / |E[i]| for every row, fp32 (V,): one pass over the table in its own dtype.
-
-    Inverse so that a query costs one multiply per token instead of a divide; an all-zero
-    row (an unused slot) gets 0, i.e. cosine 0 instead of NaN. torch accumulates a bf16/fp16
-    norm in fp32 and rounds only the result (relative error <= 2^-8): about one bandwidth pass
-    (0.085 s for 128,256 x 3,072 bf16 here), where upcasting row chunks to fp32 first took 2x-20x
-    that. Ranking tolerates the rounding (RESCORE_MARGIN); the reported cosines are recomputed
-    exactly in top_cosine_rows.
-    """
-    norms = torch.linalg.vector_norm(table, dim=1).float()  # (V,) beside the table
-    return torch.where(norms > 0, 1.0 / norms, 0.0)
-
-
-class _NormCache:
-    """Inverse row norms per loaded model, computed once; an entry goes away with its model."""
-
-    def __init__(self) -> None:
-        self._inverse: weakref.WeakKeyDictionary[LoadedModel, torch.Tensor] = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
-
-    def get(self, lm: LoadedModel) -> torch.Tensor:
-        with self._lock:  # two sessions asking at once compute it once
-            inverse = self._inverse.get(lm)
-            if inverse is None:
-                inverse = compute_inverse_norms(embedding_table(lm))
-                self._inverse[lm] = inverse
-            return inverse
-
-
-NORMS = _NormCache()
-
-
-def inverse_norms(lm: LoadedModel) -> torch.Tensor:
-    """1 / |E[i]| for every token of the model, fp32 (vocab,). Cached per model."""
-    return NORMS.get(lm)
 
 
 # ---------------------------------------------------------------- cosine over the whole vocabulary

@@ -5,7 +5,7 @@ sentences; city names grouped by continent). Each (sentence, word) becomes one p
 
 - its vector at a layer is read from `Trace.hidden_states` (layers + 1, T, hidden)
   at the tokens that cover the word's characters: the mean of its sub-tokens
-  (as `core.context.word_vectors` does) or only its last sub-token (in a causal
+  (as `core.running.context.word_vectors` does) or only its last sub-token (in a causal
   model the last piece is the first position that has read the whole word);
 - the points of one layer are projected on their first two principal components
   (PCA, scikit-learn's `PCA`: centre, then the top right-singular vectors);
@@ -45,8 +45,8 @@ from sklearn.neighbors import NearestCentroid
 from sklearn.preprocessing import normalize
 from threadpoolctl import threadpool_limits
 
-from core.context import find_word, special_mask
-from core.trace import Trace
+from core.running.context import find_word, special_mask
+from core.running.trace import Trace
 
 MAX_ITEMS = 24  # each item is one forward pass per model; the trace cache holds 64
 POOLINGS = ("mean", "last")  # a word cut into pieces: mean of its pieces, or its last piece

@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.loading import LoadedModel
-from core.placement import parameter_value
-from core.tokens import BYTE_DECODER, MAX_TEXT_CHARS, display_token, require_tokenizer
+from core.model.loaded import LoadedModel
+from core.model.reading import parameter_value
+from core.text.tokens import BYTE_DECODER, MAX_TEXT_CHARS, display_token, require_tokenizer
 
 RESERVED = re.compile(r"reserved|unused", re.IGNORECASE)
 

@@ -3,7 +3,7 @@
 Every hidden-state entry of a Trace is decoded as if the model stopped there:
 final norm (and OPT-350m's project_out), then the LM head, then what the
 model itself does to its logits (Gemma's soft-capping, Granite's division by
-logits_scaling; core/parts.py), then softmax. Entry 0 is the token embedding (already scaled
+logits_scaling; core/model/parts.py), then softmax. Entry 0 is the token embedding (already scaled
 by sqrt(hidden) in Gemma, as the model does it). The last entry already has the
 final norm applied (Hugging Face's convention), so it is NOT normed again and
 the last layer reproduces the model's own logits exactly.
@@ -26,9 +26,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.loading import LoadedModel, ModelLoadError
-from core.tokens import display_token, require_tokenizer
-from core.trace import Trace, run_trace
+from core.model.loaded import LoadedModel
+from core.model.errors import ModelLoadError
+from core.text.tokens import display_token, require_tokenizer
+from core.running.trace import Trace, run_trace
 
 ROWS_PER_PASS = 4_096  # hidden rows decoded per pass over the head (a 512-token, 28-layer prompt: 4 passes)
 VOCAB_BLOCK = 2_048  # head rows per block on CPU: an fp32 copy of one (25 MB at hidden 3,072) stays in cache
@@ -122,7 +123,7 @@ def head_blocks(lm: LoadedModel, x: torch.Tensor):
     """Yield (first token id, logits (rows, block) fp32) over the vocabulary, for finished rows x (rows, H).
 
     The logits are what the model itself returns: its head, then Granite's scaling / Gemma's
-    soft-cap (core/parts.py). Block by block so that no (rows, vocab) table is ever built, and
+    soft-cap (core/model/parts.py). Block by block so that no (rows, vocab) table is ever built, and
     so that an upcast copy of the head exists one cache-sized block at a time; upcast, the
     product is the 16-bit head's computed exactly in fp32 (the model itself rounds it to bf16).
     """

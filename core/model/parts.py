@@ -27,7 +27,7 @@ decoder layer l for 0 <= l < L (l = 0 is the embedding output, with GPT-2's
 position embeddings and Gemma's sqrt(hidden) scaling already in it), and the
 last entry L is the output of the last layer after the final norm. So an edit
 of `hidden_states[l]` for l < L is a forward pre-hook on `layers[l]`
-(core/hooks.py).
+(core/model/hooks.py).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from core.loading import ModelLoadError
+from core.model.errors import UnsupportedArchitecture
 
 # Wrappers between the base model and the text decoder: Gemma 3 / Llava-style multimodal models keep the
 # text stack in `language_model`; OPT keeps it in `decoder` (OPTModel -> OPTDecoder).
@@ -79,13 +79,6 @@ class Layout:
     @property
     def has_attention(self) -> bool:
         return self.num_heads > 0
-
-
-class UnsupportedArchitecture(ModelLoadError):
-    """A part the dashboard needs is missing from this architecture. The message is written for the user.
-
-    A ModelLoadError, so pages show it in the model's own column like any loading problem (ui.side_by_side).
-    """
 
 
 @dataclass(frozen=True, eq=False)

