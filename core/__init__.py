@@ -18,10 +18,10 @@ from core.weights.embeddings import nearest_tokens
 from core.running.attention import attention_weights
 from core.intervene.generation import Generation, Steer, generate, next_token_table
 from core.intervene.steering import steering_vector
-from core.intervene.patchscopes import patchscope
+from core.intervene.patchscopes import patchscope, word_position
 
 __all__ = [
-    "Generation", "Steer", "generate", "next_token_table", "steering_vector", "patchscope",
+    "Generation", "Steer", "generate", "next_token_table", "steering_vector", "patchscope", "word_position",
     "attention_weights",
     "similarity_curves", "word_vectors_across", "logit_lens", "token_trajectory", "nearest_tokens",
     "DEFAULT_PAIR", "PRESETS", "LoadedModel", "ModelLoadError", "SourceError", "Trace",

@@ -14,8 +14,8 @@ result are exactly `model.generate(do_sample=False)`), with three additions:
 - Steering (Turner et al. 2023, "Activation Addition"): `Steer(layer, vector,
   strength)` adds strength * vector to hidden_states[layer] at every position,
   on the prompt pass and on every generated token. Layer l is Hugging Face's
-  hidden_states[l]: l = 0 is the embedding output, l >= 1 the output of decoder
-  layer l before the final norm; 0 <= l < number of layers. The edit is a
+  hidden_states[l], the input of block l = the output of block l − 1; 0 = the
+  embedding output; 0 <= l < number of layers (core/model/parts.py). The edit is a
   forward pre-hook that lives only inside core.model.hooks.edited_residual (which
   holds the model's lock and removes the hook on exit, also on a Stop).
 - Streaming: `on_token(token_id, text_so_far)` is called after each new token.
@@ -47,7 +47,7 @@ from transformers.generation.streamers import BaseStreamer
 from core.text.chat import prompt_ids
 from core.model.hooks import Edit, check_layer, edited_residual
 from core.model.loaded import LoadedModel
-from core.model.errors import ModelLoadError
+from core.model.errors import ModelLoadError, whole_number
 from core.text.tokens import display_token, require_tokenizer
 from core.running.trace import MAX_TRACE_TOKENS, last_logits_only
 
@@ -102,19 +102,19 @@ def _require_weights(lm: LoadedModel) -> None:
 
 
 def _check_settings(max_new_tokens: int, temperature: float, top_p: float, seed: int) -> None:
-    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+    if whole_number(max_new_tokens) is None or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
         raise ValueError(f"max_new_tokens must be a whole number from 1 to {MAX_NEW_TOKENS}, not {max_new_tokens!r}.")
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
         raise ValueError(f"The temperature must be a finite number ≥ 0 (0 = greedy), not {temperature!r}.")
     if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
         raise ValueError(f"top-p must be in (0, 1], not {top_p!r}.")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+    if whole_number(seed) is None or seed < 0:
         raise ValueError(f"The seed must be a whole number ≥ 0, not {seed!r}.")
 
 
 def steer_edit(lm: LoadedModel, steer: Steer) -> dict[int, Edit]:
     """The edit {layer: h -> h + strength * vector} for core.model.hooks, after checking every part of `steer`."""
-    check_layer(lm, steer.layer)
+    layer = check_layer(lm, steer.layer)
     strength = float(steer.strength)
     if not math.isfinite(strength):
         raise ValueError(f"The steering strength is {strength}: choose a finite number.")
@@ -138,7 +138,7 @@ def steer_edit(lm: LoadedModel, steer: Steer) -> dict[int, Edit]:
             placed[hidden.device] = delta.to(device=hidden.device, dtype=hidden.dtype)
         return hidden + placed[hidden.device]
 
-    return {steer.layer: add}
+    return {layer: add}
 
 
 # ---------------------------------------------------------------- transformers plumbing
@@ -237,6 +237,7 @@ def generate_ids(lm: LoadedModel, input_ids: list[int], *, max_new_tokens: int, 
     """
     _require_weights(lm)
     _check_settings(max_new_tokens, temperature, top_p, seed)
+    max_new_tokens, seed = whole_number(max_new_tokens), whole_number(seed)
     if not input_ids:
         raise ValueError("The prompt has no tokens.")
     truncated = len(input_ids) > MAX_PROMPT_TOKENS
@@ -277,7 +278,7 @@ def generate(lm: LoadedModel, prompt: str, *, max_new_tokens: int = 20, temperat
                               temperature=temperature, top_p=top_p, seed=seed, edits=edits, on_token=on_token)
     if steer is None:
         return generation
-    return dataclasses.replace(generation, settings={"steer_layer": steer.layer, "steer_strength": float(steer.strength)})
+    return dataclasses.replace(generation, settings={"steer_layer": int(steer.layer), "steer_strength": float(steer.strength)})
 
 
 def next_token_logits(lm: LoadedModel, prompt: str, *, chat: bool = False) -> np.ndarray:
@@ -308,8 +309,9 @@ def token_distribution(logits: np.ndarray, temperature: float = 1.0) -> np.ndarr
 
 def top_tokens(lm: LoadedModel, logits: np.ndarray, k: int = 10, temperature: float = 1.0) -> pd.DataFrame:
     """The k most likely next tokens under softmax(logits / T): rank, token, token_id, prob."""
-    if not isinstance(k, int) or k < 1:
+    if whole_number(k) is None or k < 1:
         raise ValueError(f"k must be a whole number ≥ 1, not {k!r}.")
+    k = whole_number(k)
     probs = token_distribution(logits, temperature)  # (vocab,)
     k = min(k, probs.size)
     top = np.argpartition(-probs, k - 1)[:k]

@@ -2,7 +2,7 @@
 
 Ghandeharioun et al. 2024, "Patchscopes: A Unifying Framework for Inspecting
 Hidden Representations of Language Models". Take the hidden state of a token
-of a *source* prompt ("Diana, Princess of Wales", at "Wales") after layer l,
+of a *source* prompt ("Diana, Princess of Wales", at "Wales") at layer l,
 and put it in place of the hidden state of a placeholder token of a *target*
 ("inspection") prompt, e.g. the few-shot token-identity prompt
 `cat->cat; 1135->1135; hello->hello; x->`. Whatever the model then writes
@@ -10,8 +10,8 @@ after the target prompt is its own reading of that state: the identity prompt
 asks it to repeat the token, an entity-description prompt to describe it.
 
 Layer convention (Hugging Face's `hidden_states`, core/model/parts.py): layer l is
-hidden_states[l]; l = 0 is the embedding output, l >= 1 the output of decoder
-layer l before the final norm; 0 <= l < number of layers. Replacing
+hidden_states[l], the input of block l = the output of block l − 1; 0 = the
+embedding output; 0 <= l < number of layers. Replacing
 hidden_states[t] at one position is a forward pre-hook on layers[t]
 (core/model/hooks.py), active on the target prompt's forward pass only; the
 generated tokens then read the patched prompt through the key/value cache.
@@ -37,7 +37,7 @@ from core.text.chat import chat_text
 from core.intervene.generation import pad_id
 from core.model.hooks import Edit, check_layer, edited_residual
 from core.model.loaded import LoadedModel
-from core.model.errors import ModelLoadError
+from core.model.errors import ModelLoadError, whole_number
 from core.text.tokens import require_tokenizer
 from core.running.trace import MAX_TRACE_TOKENS, Trace, last_logits_only, run_trace
 
@@ -210,14 +210,19 @@ def patchscope_from_trace(lm: LoadedModel, source: Trace, source_position: int, 
     on_progress(done_layers, total_layers) is called after each batch of layers.
     """
     require_weights(lm)
-    layers = list(range(lm.num_layers)) if layers is None else [check_layer(lm, int(l)) for l in layers]
+    layers = list(range(lm.num_layers)) if layers is None else [check_layer(lm, l) for l in layers]
     if not layers:
         raise ValueError("Choose at least one source layer.")
     if target_layer is not None:
-        check_layer(lm, target_layer)
-    if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= 200:
+        target_layer = check_layer(lm, target_layer)
+    if whole_number(max_new_tokens) is None or not 1 <= max_new_tokens <= 200:
         raise ValueError(f"max_new_tokens must be a whole number from 1 to 200, not {max_new_tokens!r}.")
+    max_new_tokens = whole_number(max_new_tokens)
     length = len(source.token_ids)
+    if whole_number(source_position) is None:
+        raise ValueError(f"The source position must be a whole number, not {source_position!r} "
+                         "(word_position(trace, word) finds the position of a word).")
+    source_position = whole_number(source_position)
     if not -length <= source_position < length:
         raise ValueError(f"Source position {source_position} is out of range: the source prompt has {length} tokens "
                          f"(0 … {length - 1}).")
@@ -250,10 +255,17 @@ def patchscope_from_trace(lm: LoadedModel, source: Trace, source_position: int, 
 
 def patchscope(lm: LoadedModel, source_prompt: str, source_position: int, target_prompt: str, *,
                layers: Sequence[int] | None = None, target_layer: int | None = None,
-               placeholder: str = DEFAULT_PLACEHOLDER, max_new_tokens: int = 10) -> pd.DataFrame:
+               placeholder: str = DEFAULT_PLACEHOLDER, max_new_tokens: int = 10, chat: bool = False) -> pd.DataFrame:
     """For each source layer l: hidden_states[l][source_position] of `source_prompt`, patched into
     hidden_states[target_layer or l] of `target_prompt` at the last token of the last `placeholder`,
     on the prompt's forward pass only; then greedy generation.
+
+    hidden_states[l] is the input of block l = the output of block l − 1 (0 = the embedding output), so
+    0 <= l < layers. hidden_states[L], the last block's output, is left out: a patch goes in as the input
+    of a block, and no block reads hidden_states[L] (in most families it is also taken after the final
+    norm, so it is not a residual-stream state of the same kind). `word_position(run_trace(lm, prompt),
+    word)` gives the source position of a word. chat=True wraps the target prompt in the model's chat
+    template (the placeholder is found in the wrapped text); the source prompt is read as given.
 
     Returns a DataFrame `layer`, `text` (new text only), `token_ids` (new ids): one row per source layer.
     """
@@ -262,7 +274,8 @@ def patchscope(lm: LoadedModel, source_prompt: str, source_position: int, target
         raise ValueError(f'The placeholder "{placeholder}" does not appear in the target prompt '
                          f'"{_short(target_prompt or "")}": write it where the hidden state should go.')
     return patchscope_from_trace(lm, run_trace(lm, source_prompt), source_position, target_prompt, layers=layers,
-                                 target_layer=target_layer, placeholder=placeholder, max_new_tokens=max_new_tokens)
+                                 target_layer=target_layer, placeholder=placeholder, max_new_tokens=max_new_tokens,
+                                 chat=chat)
 
 
 def answer_changes(table: pd.DataFrame) -> pd.Series:

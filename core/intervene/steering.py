@@ -10,8 +10,8 @@ towards list 1; a negative strength pushes it towards list 2. Generation with
 a steer is core.intervene.generation's `Steer`.
 
 Layer convention (Hugging Face's `hidden_states`, core/model/parts.py): layer l is
-hidden_states[l]; l = 0 the embedding output, l >= 1 the output of decoder
-layer l before the final norm; 0 <= l < number of layers.
+hidden_states[l], the input of block l = the output of block l − 1; 0 = the
+embedding output; 0 <= l < number of layers.
 
 "Try every layer" (`layer_sweep`): for each layer, steer held-out prompts and
 measure the change of the next-token distribution, without generating:
@@ -83,7 +83,7 @@ def steering_vector(lm: LoadedModel, positive: Sequence[str], negative: Sequence
     """Mean over `positive` of hidden_states[layer] at each prompt's last token, minus the same mean over
     `negative`: (hidden,) float32. Prompts are tokenized as given (BOS as the tokenizer adds it)."""
     require_weights(lm)
-    check_layer(lm, layer)
+    layer = check_layer(lm, layer)
     positive, negative = check_prompt_lists(positive, negative)
     return directions_from_traces([run_trace(lm, p) for p in positive], [run_trace(lm, p) for p in negative])[layer]
 
@@ -173,7 +173,7 @@ def layer_sweep(lm: LoadedModel, directions: np.ndarray, prompts: Sequence[str],
     first, second = target_ids(lm, positive_words), target_ids(lm, negative_words)
     if not first or not second:
         raise ValueError("Give at least one target word for each list (e.g. 'Sorry' and 'Sure').")
-    layers = list(range(lm.num_layers)) if layers is None else [check_layer(lm, int(l)) for l in layers]
+    layers = list(range(lm.num_layers)) if layers is None else [check_layer(lm, l) for l in layers]
     deltas = _deltas(lm, directions, layers, strength)  # (layers, hidden)
     shift = np.zeros(len(layers))
     kl = np.zeros(len(layers))
@@ -218,7 +218,7 @@ def steered_continuations(lm: LoadedModel, directions: np.ndarray, prompt: str, 
     MAX_ROWS layers): layer, relative_depth, text, token_ids."""
     require_weights(lm)
     strength = check_strength(strength)
-    layers = list(range(lm.num_layers)) if layers is None else [check_layer(lm, int(l)) for l in layers]
+    layers = list(range(lm.num_layers)) if layers is None else [check_layer(lm, l) for l in layers]
     deltas = _deltas(lm, directions, layers, strength)
     ids = prompt_ids(lm, prompt, chat)[:MAX_TRACE_TOKENS]
     rows = []

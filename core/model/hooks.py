@@ -26,17 +26,26 @@ from typing import Callable, Mapping
 
 import torch
 
+from core.model.errors import whole_number
 from core.model.loaded import LoadedModel
 
 Edit = Callable[[torch.Tensor], torch.Tensor]  # hidden (batch, T, hidden) -> edited hidden, same shape
 
 
 def check_layer(lm: LoadedModel, layer: int) -> int:
-    """`layer` as an index of hidden_states that can be edited (0 <= layer < number of layers)."""
-    if not isinstance(layer, (int,)) or isinstance(layer, bool) or not 0 <= layer < lm.num_layers:
-        raise ValueError(f"Layer {layer} is out of range for {lm.name}: choose 0 … {lm.num_layers - 1} "
-                         "(0 = the embedding output, l = the output of layer l).")
-    return layer
+    """`layer` as a Python int indexing hidden_states where an edit can go (0 <= layer < number of layers).
+
+    hidden_states[l] is the input of block l = the output of block l - 1; 0 is the embedding output.
+    Any integral type is accepted (np.int64 from our own DataFrames included); a float or a bool is not.
+    """
+    index = whole_number(layer)
+    if index is None:
+        raise ValueError(f"The layer must be a whole number, not {layer!r}.")
+    if not 0 <= index < lm.num_layers:
+        raise ValueError(f"Layer {index} is out of range for {lm.name}: choose 0 … {lm.num_layers - 1} "
+                         "(hidden_states[l], the input of block l = the output of block l − 1; "
+                         "0 = the embedding output).")
+    return index
 
 
 def _pre_hook(edit: Edit):

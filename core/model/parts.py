@@ -22,12 +22,16 @@ tables below say only what transformers' config does not.
 Pages and analyses call `model_parts(lm.model)` (or `lm.parts`) and never
 reach into `model.model` or branch on `model_type` themselves.
 
-Layer convention (Hugging Face's `hidden_states`): entry l is the *input* of
-decoder layer l for 0 <= l < L (l = 0 is the embedding output, with GPT-2's
-position embeddings and Gemma's sqrt(hidden) scaling already in it), and the
-last entry L is the output of the last layer after the final norm. So an edit
-of `hidden_states[l]` for l < L is a forward pre-hook on `layers[l]`
-(core/model/hooks.py).
+Layer convention, the one wording used everywhere in core: "layer l" means
+`hidden_states[l]`, the input of block l = the output of block l − 1; 0 = the
+embedding output (with GPT-2's position embeddings and Gemma's sqrt(hidden)
+scaling already in it). Blocks are numbered from 0, as in `layers[l]`. The last
+entry, hidden_states[L], is the output of the last block after the final norm.
+So an edit of `hidden_states[l]` for l < L is a forward pre-hook on `layers[l]`
+(core/model/hooks.py). In nnsight's terms, hidden_states[l] for l >= 1 is
+`model.model.layers[l - 1].output` (its first element where a block returns a
+tuple), and hidden_states[0] is `model.model.embed_tokens.output` (times the
+embedding scale in the families that apply one inside the block stack).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Hidden states and contextual similarity (lecture steps 4 and 5).
 
-Everything here reads `Trace.hidden_states` (layers + 1, T, hidden): entry 0 is
-the token embedding, entry i the output of layer i (Hugging Face's
-`output_hidden_states=True` convention).
+Everything here reads `Trace.hidden_states` (layers + 1, T, hidden): entry l is
+the input of block l = the output of block l − 1, entry 0 the embedding output
+(Hugging Face's `output_hidden_states=True` convention, core/model/parts.py).
 
 - `hidden_state_facts` / `vector_preview`: how many entries, their shapes, and
   the first values of one token's vector (the lecture prints these).
@@ -55,7 +55,7 @@ def hidden_state_facts(trace: Trace) -> pd.DataFrame:
     norms = np.linalg.norm(trace.hidden_states, axis=-1)  # (L+1, T)
     return pd.DataFrame({
         "entry": range(entries),
-        "what": ["token embeddings"] + [f"output of layer {i}" for i in range(1, entries)],
+        "what": ["token embeddings"] + [f"output of block {i - 1}" for i in range(1, entries)],
         "shape": [f"(1, {T}, {H})"] * entries,
         "mean_norm": norms.mean(axis=1),
         "max_norm": norms.max(axis=1),

@@ -7,7 +7,8 @@ a trace can be shared between pages and browser sessions.
 
 Conventions (Hugging Face's):
 - hidden_states[0] is the embedding output (Gemma multiplies it by sqrt(hidden));
-  hidden_states[i] is the output of layer i; the last entry already has the
+  hidden_states[l] is the input of block l = the output of block l − 1
+  (core/model/parts.py); the last entry already has the
   model's final norm applied, so lm_head(hidden_states[-1]) == logits. OPT-350m
   projects its last hidden state to the narrower word-vector width
   (`project_out`); the trace keeps it in the stack's own width (the input of

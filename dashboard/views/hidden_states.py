@@ -46,7 +46,7 @@ def one_prompt(slot) -> None:
                 "the token limit was not run): pick another word.")
         return
     layer = st.slider("Layer", 0, entries - 1, min(1, entries - 1), key=f"hs_layer_{slot.label}_{entries}",
-                      help="0 = token embeddings; i = output of layer i")
+                      help="hidden_states[l]: the input of block l = the output of block l − 1; 0 = the token embeddings")
     vector = trace.hidden_states[layer, position]
     st.caption(f"First values of token {position} {trace.tokens[position]!r} at entry {layer} "
                f"(of {H}; length of the whole vector: {float((vector**2).sum() ** 0.5):,.2f})")
