@@ -97,7 +97,7 @@ def grid_arrays(case: str) -> list[np.ndarray]:
 
 
 def _long_prompt() -> str:
-    src = (ROOT / "dashboard" / "views" / "attention.py").read_text()
+    src = (ROOT / "dashboard" / "views" / "running" / "attention.py").read_text()
     namespace: dict = {}
     exec(src[src.index("LONG ="):src.index("PRESETS =")], namespace)  # the page's long preset
     return namespace["LONG"] + " " + namespace["LONG"]  # > 512 tokens; the trace keeps 512

@@ -113,8 +113,8 @@ def page_switch_rows(repeat: int) -> list[Row]:
     from tests.apptest import run_page
 
     app = run_page(None)
-    pages = {"views/hidden_states.py": "hidden states", "views/similarity.py": "similarity",
-             "views/logit_lens.py": "logit lens"}
+    pages = {"views/running/hidden_states.py": "hidden states", "views/running/similarity.py": "similarity",
+             "views/running/logit_lens.py": "logit lens"}
     for page in pages:  # cold: traces and tables computed and cached
         app.switch_page(page).run()
 

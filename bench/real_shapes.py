@@ -61,7 +61,7 @@ TRACE_TOKENS = 128
 PROMPT = ("The lecture compares two language models side by side: how they cut text into tokens, "
           "what their embeddings look like, how the hidden states change from layer to layer, "
           "and where each attention head looks. ") * 8
-# The pages' default inputs (dashboard/views/attention.py SHORT, similarity.py FOUR, embeddings.py).
+# The pages' default inputs (dashboard/views/running/attention.py SHORT, similarity.py FOUR, embeddings.py).
 LECTURE = "the apple is green. what color is the apple?"
 SENTENCES = ("I ate an apple for breakfast", "She baked an apple pie for dessert",
              "The company that makes iPads and AirPods is called apple",

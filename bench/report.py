@@ -59,7 +59,7 @@ def measure(quick: bool = False) -> list[Row]:
 
     app = AppTest.from_file(str(ROOT / "dashboard" / "Home.py"), default_timeout=600)
     app.run()
-    app.switch_page("views/similarity.py").run()  # warm: models loaded, trace cached
+    app.switch_page("views/running/similarity.py").run()  # warm: models loaded, trace cached
     start = time.perf_counter()
     app.run()
     page_run = time.perf_counter() - start

@@ -22,21 +22,21 @@ st.set_page_config(page_title="Two language models, side by side", page_icon=":m
 PAGES = {  # section -> (file, title, icon)
     "Overview": [("views/home.py", "Home", ":material/home:")],
     "Weights": [
-        ("views/architecture.py", "Architecture", ":material/account_tree:"),
-        ("views/vocabulary.py", "Vocabulary", ":material/abc:"),
-        ("views/embeddings.py", "Embeddings", ":material/scatter_plot:"),
+        ("views/weights/architecture.py", "Architecture", ":material/account_tree:"),
+        ("views/weights/vocabulary.py", "Vocabulary", ":material/abc:"),
+        ("views/weights/embeddings.py", "Embeddings", ":material/scatter_plot:"),
     ],
     "Running text": [
-        ("views/hidden_states.py", "Hidden states", ":material/layers:"),
-        ("views/similarity.py", "Contextual similarity", ":material/show_chart:"),
-        ("views/hidden_state_maps.py", "Hidden-state maps", ":material/bubble_chart:"),
-        ("views/logit_lens.py", "Logit lens", ":material/visibility:"),
-        ("views/attention.py", "Attention", ":material/grid_on:"),
+        ("views/running/hidden_states.py", "Hidden states", ":material/layers:"),
+        ("views/running/similarity.py", "Contextual similarity", ":material/show_chart:"),
+        ("views/running/hidden_state_maps.py", "Hidden-state maps", ":material/bubble_chart:"),
+        ("views/running/logit_lens.py", "Logit lens", ":material/visibility:"),
+        ("views/running/attention.py", "Attention", ":material/grid_on:"),
     ],
     "Intervene": [
-        ("views/next_token.py", "Next token and generation", ":material/keyboard_double_arrow_right:"),
-        ("views/patchscopes.py", "Patchscopes", ":material/troubleshoot:"),
-        ("views/steering.py", "Steering", ":material/alt_route:"),
+        ("views/intervene/next_token.py", "Next token and generation", ":material/keyboard_double_arrow_right:"),
+        ("views/intervene/patchscopes.py", "Patchscopes", ":material/troubleshoot:"),
+        ("views/intervene/steering.py", "Steering", ":material/alt_route:"),
     ],
 }
 HERE = Path(__file__).parent

@@ -135,7 +135,7 @@ def report_html(sections: list[tuple[str, str]], version: str) -> str:
 
 def run_pages_headless(files: list[str], query: dict[str, str], progress=None,
                        timings: list | None = None, base_url: str | None = None) -> list[tuple[str, str]]:
-    """Run `files` (e.g. "views/attention.py") in a child process; returns (title, section html) pairs.
+    """Run `files` (e.g. "views/running/attention.py") in a child process; returns (title, section html) pairs.
 
     `progress(fraction, text)` is called as each page finishes; `timings` (a list) receives the
     seconds each page run took in the child, rendering excluded (for the benchmark).

@@ -212,7 +212,7 @@ def test_hidden_states_page_picking_a_token_of_a_selects_gemmas_covering_token(g
     from tests.apptest import assert_clean, run_page
 
     # SmolLM2 token 1 is the first byte piece of 家 (character 1); Gemma holds 大家好 in one token (position 1)
-    app = run_page("views/hidden_states.py", query={"hs_prompt": "大家好", "hs_pick_by": "A", "hs_tok_a": "1"})
+    app = run_page("views/running/hidden_states.py", query={"hs_prompt": "大家好", "hs_pick_by": "A", "hs_tok_a": "1"})
     assert_clean(app)
     offsets = np.array(encode(gemma270m, "大家好")[1])
     expected = expected_cover(offsets, {1})
@@ -233,7 +233,7 @@ def test_logit_lens_page_picking_france_in_a_follows_gemmas_france(gemma270m):
     from tests.apptest import assert_clean, run_page
 
     prompt = "The capital of France is"
-    app = run_page("views/logit_lens.py", query={"lens_prompt": prompt, "lens_pick_by": "A", "lens_tok_a": "3",
+    app = run_page("views/running/logit_lens.py", query={"lens_prompt": prompt, "lens_pick_by": "A", "lens_tok_a": "3",
                                                  "lens_target": "Paris"})
     assert_clean(app)
     ids, offsets = encode(gemma270m, prompt)
@@ -263,7 +263,7 @@ def test_attention_page_picking_a_word_outlines_each_models_row(smollm, gemma270
 
     prompt = "the apple is green. what color is the apple?"
     start = prompt.index("green")
-    app = run_page("views/attention.py", query={"attn_prompt": prompt, "attn_word": f"{start}-{start + 5}"})
+    app = run_page("views/running/attention.py", query={"attn_prompt": prompt, "attn_word": f"{start}-{start + 5}"})
     assert_clean(app)
     rows = []
     for lm in (smollm, gemma270m):

@@ -26,7 +26,7 @@ from core.model.hooks import edited_residual
 from core.model.errors import ModelLoadError
 from core.model.errors import UnsupportedArchitecture
 from core.weights.card import model_card
-from tests.apptest import assert_clean, run_page
+from tests.apptest import assert_clean, page_file, run_page
 from tests.tiny import ARCHITECTURES, UNREADABLE, save_remote_code_config, save_tiny
 
 PROMPT = "the apple is green. what color is the apple?"
@@ -276,7 +276,7 @@ def test_every_page(kind, folders, models):
     assert not app.error, [e.value for e in app.error]
     assert f"{count_parameters(lm):,}" in page_text(app)
     for page in PAGES:
-        app.switch_page(f"views/{page}.py").run()
+        app.switch_page(page_file(page)).run()
         assert_clean(app)
         errors = [e.value for e in app.error]
         if page == "attention" and not lm.num_heads:

@@ -156,12 +156,12 @@ def test_out_of_memory_halfway_through_a_trace_is_a_message(monkeypatch, tiny_fo
 
     query = {"a": str(tiny_folders["llama"]), "hs_prompt": "the apple is green"}
     monkeypatch.setattr(LlamaDecoderLayer, "forward", second_layer_runs_out)
-    app = run_page("views/hidden_states.py", query=query)
+    app = run_page("views/running/hidden_states.py", query=query)
     assert_clean(app)
     assert any("ran out of memory on this" in e.value for e in app.error)
     entries = [m.value for m in app.metric if m.label == "Hidden-state entries"]
     assert entries == ["19"]  # model B: Gemma 3 270M, 18 layers + embeddings
     monkeypatch.setattr(LlamaDecoderLayer, "forward", real_forward)
-    app = run_page("views/hidden_states.py", query=query)  # the failure was not cached
+    app = run_page("views/running/hidden_states.py", query=query)  # the failure was not cached
     assert not any("ran out of memory" in e.value for e in app.error)
     assert sorted(m.value for m in app.metric if m.label == "Hidden-state entries") == ["19", "4"]

@@ -9,7 +9,7 @@ Expected numbers come from each model's own tokenizer, called here, not from the
 import pytest
 
 from core.running.trace import MAX_TRACE_TOKENS
-from tests.apptest import assert_clean, run_page
+from tests.apptest import assert_clean, page_file, run_page
 
 pytestmark = pytest.mark.app
 
@@ -88,7 +88,7 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_text_is_a_message(case):
     page, query, expected = CASES[case]
-    app = run_page(f"views/{page}.py", query=query)
+    app = run_page(page_file(page), query=query)
     assert_clean(app)
     if callable(expected):
         expected(app)

@@ -204,7 +204,7 @@ def test_embedded_pair_matches_brute_force(smollm, gemma270m):
 @pytest.mark.app
 @pytest.mark.embedded
 def test_page_runs_with_the_embedded_pair():
-    app = run_page("views/embeddings.py", query={"emb_query": "李", "emb_k": "8"})
+    app = run_page("views/weights/embeddings.py", query={"emb_query": "李", "emb_k": "8"})
     assert_clean(app)
     assert not app.error, [e.value for e in app.error]
     frames = [df.value for df in app.dataframe]

@@ -129,7 +129,7 @@ def walk(block):
 
 
 def page_files() -> list[str]:
-    return sorted(f"views/{p.name}" for p in (ROOT / "dashboard" / "views").glob("*.py"))
+    return sorted(str(p.relative_to(ROOT / "dashboard")) for p in (ROOT / "dashboard" / "views").rglob("*.py"))
 
 
 @pytest.mark.app

@@ -171,7 +171,7 @@ def test_running_out_of_gpu_memory_halfway_through_a_trace_is_a_message(tiny_fol
 
 def _pages() -> list[str]:
     home = (Path(__file__).resolve().parents[1] / "dashboard" / "Home.py").read_text()
-    return re.findall(r'"(views/[a-z_]+\.py)"', home)
+    return re.findall(r'"(views/[a-z_/]+\.py)"', home)
 
 
 @pytest.mark.gpu

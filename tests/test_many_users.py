@@ -22,7 +22,7 @@ SESSIONS = 10
 
 
 def existing_pages() -> list[str]:
-    return [p for p in PAGES if p == "" or (ROOT / "dashboard" / "views" / f"{p}.py").exists()]
+    return [p for p in PAGES if p == "" or list((ROOT / "dashboard" / "views").rglob(f"{p}.py"))]
 
 
 async def wait_idle(page, timeout: float = 600) -> None:

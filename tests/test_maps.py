@@ -173,7 +173,7 @@ def test_embedded_pair_apple_senses_separate_with_depth(smollm, gemma270m):
 def test_page_bank_preset_shows_core_values_and_bad_input_messages():
     import ui  # the page's module (dashboard/ is on sys.path, as under `streamlit run`)
 
-    app = run_page("views/hidden_state_maps.py", query={"maps_depth": "0.5"})
+    app = run_page("views/running/hidden_state_maps.py", query={"maps_depth": "0.5"})
     app.button(key="maps_items-preset-2").click().run()  # "bank: 5 river, 5 money"
     assert_clean(app)
     assert not app.error, [e.value for e in app.error]

@@ -9,7 +9,7 @@ from PIL import Image
 from charts.attention import FUTURE, GAP, LUT, SELECTED, grid_image, png_bytes, tile_size
 from tests.apptest import assert_clean, run_page
 
-PAGE = "views/attention.py"
+PAGE = "views/running/attention.py"
 
 
 def test_grid_image_tiles_colours_and_layout():

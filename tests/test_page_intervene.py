@@ -16,7 +16,7 @@ def _charts(app):
 @pytest.mark.app
 @pytest.mark.embedded
 def test_patchscopes_page_presets_and_bad_input():
-    app = run_page("views/patchscopes.py", query={"ps_tokens": "3", "ps_target_kind": "identity"})
+    app = run_page("views/intervene/patchscopes.py", query={"ps_tokens": "3", "ps_target_kind": "identity"})
     assert_clean(app)
     tables = [frame.value for frame in app.dataframe if "answer" in frame.value.columns]
     assert [len(t) for t in tables] == [30, 18]  # one row per source layer of SmolLM2 and Gemma 3 270M
@@ -39,7 +39,7 @@ def test_patchscopes_page_presets_and_bad_input():
 @pytest.mark.app
 @pytest.mark.embedded
 def test_steering_page_generate_and_try_every_layer():
-    app = run_page("views/steering.py", query={"st_tokens": "3"})
+    app = run_page("views/intervene/steering.py", query={"st_tokens": "3"})
     assert_clean(app)
     _button(app, "French vs English").click().run()
     assert_clean(app)

@@ -5,7 +5,7 @@ import pytest
 
 from tests.apptest import assert_clean, run_page
 
-PAGE = "views/next_token.py"
+PAGE = "views/intervene/next_token.py"
 
 
 def _tables(app):

@@ -25,7 +25,7 @@ def messages(app, kind: str) -> list[str]:
 
 
 def test_architecture_embedded_pair():
-    app = run_page("views/architecture.py")
+    app = run_page("views/weights/architecture.py")
     assert_clean(app)
     text = tables_text(app)
     assert "134,515,008" in text and "268,098,176" in text  # totals of SmolLM2-135M and Gemma 3 270M
@@ -37,7 +37,7 @@ def test_architecture_embedded_pair():
 
 
 def test_architecture_config_only_model_shows_true_shapes():
-    app = run_page("views/architecture.py", query=CONFIG_ONLY_A)
+    app = run_page("views/weights/architecture.py", query=CONFIG_ONLY_A)
     assert_clean(app)
     text = tables_text(app)
     assert "3,212,749,824" in text and "3,072 × 3,072" in text and "1,024 × 3,072" in text
@@ -48,14 +48,14 @@ def test_architecture_config_only_model_shows_true_shapes():
 
 
 def test_architecture_unknown_tensor_name_is_a_message():
-    app = run_page("views/architecture.py", query={"arch_tensor_a": "model.no_such.weight"})
+    app = run_page("views/weights/architecture.py", query={"arch_tensor_a": "model.no_such.weight"})
     assert_clean(app)
     assert any("has no tensor called 'model.no_such.weight'" in m for m in messages(app, "error"))
     assert len(charts(app)) == 1 + 3  # model B unaffected
 
 
 def test_architecture_all_layers_and_search():
-    app = run_page("views/architecture.py", query={"arch_search": "up_proj"})
+    app = run_page("views/weights/architecture.py", query={"arch_search": "up_proj"})
     app.toggle(key="arch_one_layer").set_value(False).run()
     assert_clean(app)
     lists = [t.value for t in app.dataframe if "count" in t.value.columns]  # the two parameter lists
@@ -68,7 +68,7 @@ def test_architecture_all_layers_and_search():
 
 
 def test_vocabulary_embedded_pair():
-    app = run_page("views/vocabulary.py")
+    app = run_page("views/weights/vocabulary.py")
     assert_clean(app)
     metrics = [m.value for m in app.metric]
     assert metrics[:2] == ["5", "2"]  # 大家好: SmolLM2 5 byte-level pieces, Gemma <bos> + 大家好
@@ -80,7 +80,7 @@ def test_vocabulary_embedded_pair():
 
 
 def test_vocabulary_config_only_model_explains():
-    app = run_page("views/vocabulary.py", query=CONFIG_ONLY_A)
+    app = run_page("views/weights/vocabulary.py", query=CONFIG_ONLY_A)
     assert_clean(app)
     assert any("config only" in m and "128,256 rows" in m for m in messages(app, "info"))
     assert [m.value for m in app.metric] == ["2"]  # Gemma's column still tokenizes
@@ -88,7 +88,7 @@ def test_vocabulary_config_only_model_explains():
 
 
 def test_vocabulary_bad_inputs():
-    app = run_page("views/vocabulary.py", query={"vocab_ids": "5, 999999", "vocab_token": "hello world",
+    app = run_page("views/weights/vocabulary.py", query={"vocab_ids": "5, 999999", "vocab_token": "hello world",
                                                   "vocab_text": "x" * 20_001})
     assert_clean(app)
     errors = messages(app, "error")
@@ -98,7 +98,7 @@ def test_vocabulary_bad_inputs():
 
 
 def test_vocabulary_empty_text():
-    app = run_page("views/vocabulary.py", query={"vocab_text": " ", "vocab_ids": "abc"})
+    app = run_page("views/weights/vocabulary.py", query={"vocab_text": " ", "vocab_ids": "abc"})
     assert_clean(app)
     assert any("Type a text" in w for w in messages(app, "warning"))
     assert any("Not a token id: abc" in e for e in messages(app, "error"))

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.app, pytest.mark.embedded]
 
 
 def test_hidden_states_page_shows_entries_and_the_how_you_demo():
-    app = run_page("views/hidden_states.py", query={"hs_prompt": "大家好"})
+    app = run_page("views/running/hidden_states.py", query={"hs_prompt": "大家好"})
     assert_clean(app)
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["Hidden-state entries"] in ("31", "19")  # SmolLM2 30 layers + 1, Gemma 3 270M 18 + 1
@@ -44,7 +44,7 @@ def chart_data(element) -> pd.DataFrame:
 
 
 def test_similarity_page_draws_core_values():
-    app = run_page("views/similarity.py")
+    app = run_page("views/running/similarity.py")
     assert_clean(app)
     assert not app.error and len(app.get("vega_lite_chart")) == 1
     assert [d for d in app.get("download_button")]
@@ -82,14 +82,14 @@ def test_similarity_page_draws_core_values():
 
 
 def test_similarity_page_missing_word_is_a_message():
-    app = run_page("views/similarity.py", query={"sim_word": "banana"})
+    app = run_page("views/running/similarity.py", query={"sim_word": "banana"})
     assert_clean(app)
     assert len(app.error) == 2 and 'sentence 1 "I ate an apple for breakfast"' in app.error[0].value
 
 
 def test_logit_lens_page_shows_core_values():
     prompt = "The capital of France is"
-    app = run_page("views/logit_lens.py", query={"lens_prompt": prompt})
+    app = run_page("views/running/logit_lens.py", query={"lens_prompt": prompt})
     assert_clean(app)
     assert not app.error
     slots = app.session_state["_slots"]

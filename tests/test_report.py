@@ -109,7 +109,7 @@ def test_pages_not_opened_are_run_headless_with_the_same_url_state(tiny_folders)
     query = {"a": str(tiny_folders["llama"]), "b": str(tiny_folders["gemma3"]), "sim_word": "apple",
              "sim_sentences": "I ate an apple\nThe company apple sells phones", "present": "1"}
     progress = []
-    sections = report.run_pages_headless(["views/architecture.py", "views/similarity.py"], query,
+    sections = report.run_pages_headless(["views/weights/architecture.py", "views/running/similarity.py"], query,
                                          progress=lambda f, text: progress.append((f, text)))
     assert [title for title, _ in sections] == ["Architecture", "Contextual similarity"]
     assert [f for f, _ in progress] == [0.0, 0.5, 1.0]
