@@ -26,8 +26,8 @@ HIGHLIGHT = "background-color: rgba(255, 196, 0, 0.28)"
 st.title("Patchscopes: let the model say what a hidden state means")
 st.markdown(
     "Logit lens reads a hidden state as **one** token. Patchscopes lets the model answer in **words**. "
-    "Run the *source* prompt (\"Diana, Princess of Wales\") and take the vector of one word (\"Wales\") after "
-    "layer *l*. Then run an *inspection* prompt that asks for a description of a stand-in word **x**, "
+    "Run the *source* prompt (\"Diana, Princess of Wales\") and take the vector of one word (\"Wales\") at "
+    "layer *l* (the input of block *l*, i.e. the output of block *l* − 1; layer 0 is the embedding). Then run an *inspection* prompt that asks for a description of a stand-in word **x**, "
     "e.g. `Syria: Country in the Middle East, …, x:`, and swap x's vector at layer *l* for the one taken "
     "from the source. The model now reads the source word's state in place of x, and what it writes next is "
     "its own description of that state. Doing this for every layer shows how the meaning builds up: in the "
