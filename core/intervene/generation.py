@@ -309,9 +309,10 @@ def token_distribution(logits: np.ndarray, temperature: float = 1.0) -> np.ndarr
 
 def top_tokens(lm: LoadedModel, logits: np.ndarray, k: int = 10, temperature: float = 1.0) -> pd.DataFrame:
     """The k most likely next tokens under softmax(logits / T): rank, token, token_id, prob."""
-    if whole_number(k) is None or k < 1:
+    count = whole_number(k)
+    if count is None or count < 1:
         raise ValueError(f"k must be a whole number ≥ 1, not {k!r}.")
-    k = whole_number(k)
+    k = count
     probs = token_distribution(logits, temperature)  # (vocab,)
     k = min(k, probs.size)
     top = np.argpartition(-probs, k - 1)[:k]

@@ -215,14 +215,14 @@ def patchscope_from_trace(lm: LoadedModel, source: Trace, source_position: int, 
         raise ValueError("Choose at least one source layer.")
     if target_layer is not None:
         target_layer = check_layer(lm, target_layer)
-    if whole_number(max_new_tokens) is None or not 1 <= max_new_tokens <= 200:
+    count, position = whole_number(max_new_tokens), whole_number(source_position)
+    if count is None or not 1 <= count <= 200:
         raise ValueError(f"max_new_tokens must be a whole number from 1 to 200, not {max_new_tokens!r}.")
-    max_new_tokens = whole_number(max_new_tokens)
-    length = len(source.token_ids)
-    if whole_number(source_position) is None:
+    if position is None:
         raise ValueError(f"The source position must be a whole number, not {source_position!r} "
                          "(word_position(trace, word) finds the position of a word).")
-    source_position = whole_number(source_position)
+    max_new_tokens, source_position = count, position
+    length = len(source.token_ids)
     if not -length <= source_position < length:
         raise ValueError(f"Source position {source_position} is out of range: the source prompt has {length} tokens "
                          f"(0 … {length - 1}).")

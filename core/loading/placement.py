@@ -233,8 +233,7 @@ def disk_read_speed(weights_file: Path | None) -> tuple[float, bool]:
     return (done / elapsed, True) if elapsed > 0 and done else (TYPICAL_DISK_BYTES_PER_S, False)
 
 
-# ---------------------------------------------------------------- reading weights of a dispatched model
-
+# ---------------------------------------------------------------- loading as planned
 
 
 def fit_check(meta, dtype, placement, max_memory, available_bytes, folder, offload_folder, source):

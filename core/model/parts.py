@@ -28,10 +28,9 @@ embedding output (with GPT-2's position embeddings and Gemma's sqrt(hidden)
 scaling already in it). Blocks are numbered from 0, as in `layers[l]`. The last
 entry, hidden_states[L], is the output of the last block after the final norm.
 So an edit of `hidden_states[l]` for l < L is a forward pre-hook on `layers[l]`
-(core/model/hooks.py). In nnsight's terms, hidden_states[l] for l >= 1 is
+(core/model/hooks.py). In nnsight's terms, hidden_states[l] for 1 <= l < L is
 `model.model.layers[l - 1].output` (its first element where a block returns a
-tuple), and hidden_states[0] is `model.model.embed_tokens.output` (times the
-embedding scale in the families that apply one inside the block stack).
+tuple); hidden_states[L] is that output after the final norm.
 """
 
 from __future__ import annotations

@@ -43,7 +43,6 @@ def execution_device(module: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-# ---------------------------------------------------------------- loading as planned
 
 
 def embedding_table(lm: LoadedModel) -> torch.Tensor:

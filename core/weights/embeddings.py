@@ -50,9 +50,6 @@ MAX_WORDS = 60  # projection word lists
 TOKEN_ID = re.compile(r"^#\s*(\d+)$")  # "#1234" means token id 1234
 
 
-# ---------------------------------------------------------------- the table and its norms
-
-
 # ---------------------------------------------------------------- cosine over the whole vocabulary
 
 
