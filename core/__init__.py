@@ -19,10 +19,17 @@ from core.running.attention import attention_weights
 from core.intervene.generation import Generation, Steer, generate, next_token_table
 from core.intervene.steering import steering_vector
 from core.intervene.patchscopes import patchscope, word_position
+from core.model.errors import UnsupportedArchitecture
+from core.cause.patching import activation_patching, patching_agreement
+from core.cause.attribution import token_attribution
+from core.cause.blocks import block_contributions, block_token_effects
+from core.cause.reads import what_blocks_read
 
 __all__ = [
     "Generation", "Steer", "generate", "next_token_table", "steering_vector", "patchscope", "word_position",
     "attention_weights",
+    "activation_patching", "patching_agreement", "token_attribution", "block_contributions", "block_token_effects",
+    "what_blocks_read", "UnsupportedArchitecture",
     "similarity_curves", "word_vectors_across", "logit_lens", "token_trajectory", "nearest_tokens",
     "DEFAULT_PAIR", "PRESETS", "LoadedModel", "ModelLoadError", "SourceError", "Trace",
     "count_parameters", "load_model", "parameter_table", "resolve_source", "run_trace", "tokenize",

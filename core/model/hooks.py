@@ -1,12 +1,13 @@
 """Editing the residual stream of a shared model, safely.
 
-An intervention (steering, Patchscopes) changes `hidden_states[l]` — the
+Every hook in core is attached by `hooked`, which replaces (or just records) a
+module's input or output. An intervention (steering, Patchscopes) changes `hidden_states[l]` — the
 input of decoder layer l, see core/model/parts.py — while the model runs. It is a
 forward pre-hook on `layers[l]` that rewrites the block's hidden-states
 argument.
 
 Models are shared by every browser session, so hooks exist only inside
-`edited_residual`, which
+`hooked` (and `edited_residual`, `recorded_input`, built on it), which
 - holds the model's lock for its whole life: no other session's forward pass
   can run while a hook is attached (a trace started meanwhile waits, then runs
   on the clean model);
@@ -48,50 +49,76 @@ def check_layer(lm: LoadedModel, layer: int) -> int:
     return index
 
 
-def _pre_hook(edit: Edit):
+def _input_hook(edit: Edit):
+    """A forward pre-hook that replaces a module's first input (positional, or the `hidden_states` keyword)."""
     def hook(module, args, kwargs):
-        if args:  # most blocks take hidden_states as their first positional argument
+        if args:  # most modules take hidden_states as their first positional argument
             return (edit(args[0]), *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": edit(kwargs["hidden_states"])}
 
     return hook
 
 
-def _fresh_head_input(module, args):
-    """Give the LM head a (batch, 1, H) input with its own strides (same values).
+def _output_hook(edit: Edit):
+    """A forward hook that replaces a module's output (the first element where it returns a tuple)."""
+    def hook(module, args, output):
+        if isinstance(output, tuple):
+            return (edit(output[0]), *output[1:])
+        return edit(output)
+
+    return hook
+
+
+def _fresh_head_input(x: torch.Tensor) -> torch.Tensor:
+    """The LM head's input as a (batch, 1, H) tensor with its own strides (same values).
 
     model.generate's first step slices `hidden[:, -1:, :]`, a view that keeps the stride of the whole
     prompt, and torch's CPU bf16 linear is ~90x slower on it (Llama-3.2-3B shape: 3.8 s instead of
     0.044 s). A copy costs H numbers per row.
     """
-    x = args[0] if args else None
-    if isinstance(x, torch.Tensor) and x.dim() == 3 and x.shape[1] == 1 and x.stride(0) != x.shape[-1]:
-        return (x.clone(memory_format=torch.contiguous_format), *args[1:])
-    return None
+    if x.dim() == 3 and x.shape[1] == 1 and x.stride(0) != x.shape[-1]:
+        return x.clone(memory_format=torch.contiguous_format)
+    return x
+
+
+@contextmanager
+def hooked(lm: LoadedModel, *, inputs: Mapping[torch.nn.Module, Edit] | None = None,
+           outputs: Mapping[torch.nn.Module, Edit] | None = None):
+    """While inside, each module in `inputs` gets edit(its first input) instead of its first input, and each
+    module in `outputs` returns edit(its output) (the first element of a tuple output). An edit may return
+    its argument unchanged after keeping it: that is how values are recorded.
+
+    The one place hooks are attached in core. Holds `lm.lock` throughout; every hook is removed on exit,
+    whatever happens. Callers run `lm.model` directly inside the block (never a function that takes the
+    lock again).
+    """
+    with lm.lock:
+        handles = []
+        try:
+            for module, edit in (inputs or {}).items():
+                handles.append(module.register_forward_pre_hook(_input_hook(edit), with_kwargs=True))
+            for module, edit in (outputs or {}).items():
+                handles.append(module.register_forward_hook(_output_hook(edit)))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
 
 @contextmanager
 def edited_residual(lm: LoadedModel, edits: Mapping[int, Edit]):
     """While inside, hidden_states[l] is replaced by edits[l](hidden_states[l]) on every forward pass.
 
-    Holds `lm.lock` throughout; every hook is removed on exit, whatever happens.
-    Callers run `lm.model` directly inside the block (never a function that takes the lock again).
+    Holds `lm.lock` throughout; every hook is removed on exit, whatever happens (`hooked`).
     Generation runs inside this block even without edits, which also gives the LM head a
     well-strided input (`_fresh_head_input`).
     """
     layers = lm.parts.layers
     for layer in edits:
         check_layer(lm, layer)
-    with lm.lock:
-        handles = []
-        try:
-            handles.append(lm.parts.lm_head.register_forward_pre_hook(_fresh_head_input))
-            for layer, edit in edits.items():
-                handles.append(layers[layer].register_forward_pre_hook(_pre_hook(edit), with_kwargs=True))
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
+    inputs = {layers[layer]: edit for layer, edit in edits.items()}
+    with hooked(lm, inputs={lm.parts.lm_head: _fresh_head_input, **inputs}):  # holds lm.lock
+        yield
 
 
 @contextmanager
@@ -103,12 +130,9 @@ def recorded_input(lm: LoadedModel, module: torch.nn.Module):
     """
     seen: list[torch.Tensor] = []
 
-    def hook(_module, args):
-        seen.append(args[0].detach())
+    def keep(hidden: torch.Tensor) -> torch.Tensor:
+        seen.append(hidden.detach())
+        return hidden
 
-    with lm.lock:
-        handle = module.register_forward_pre_hook(hook)
-        try:
-            yield seen
-        finally:
-            handle.remove()
+    with hooked(lm, inputs={module: keep}):
+        yield seen

@@ -8,6 +8,9 @@ this module asks it first. What transformers does not name is a short table:
 the attribute that holds the layer list and the final norm differs between
 model families (`layers` / `h`, `norm` / `ln_f` / `final_layer_norm` / `norm_f`).
 
+It also says where each block's attention and MLP read and write
+(`Parts.sub_blocks`), for the analyses that patch or decompose them (core/cause/).
+
 It also reads the shape of the attention and the MLP from
 `config.get_text_config()` (`Layout`): query heads, key/value heads (grouped-
 query attention, Ainslie et al. 2023; Falcon's multi-query attention, Shazeer
@@ -52,6 +55,14 @@ LAYER_LISTS = ("layers", "h", "blocks", "block")
 FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f", "final_norm", "ln_out", "layer_norm")
 # The attention module inside one block (Llama & co. / GPT-2 / GPT-NeoX / Falcon); none: a state-space block.
 ATTENTION_NAMES = ("self_attn", "attn", "attention", "self_attention")
+# The MLP inside one block (Llama & co., GPT-2, NeoX, Falcon, GPT-J: `mlp`; a few: `feed_forward`). OPT has
+# no MLP module: it reads through `fc1` and writes through `fc2` (MLP_PAIRS).
+MLP_NAMES = ("mlp", "feed_forward", "ffn")
+MLP_PAIRS = (("fc1", "fc2"),)
+# Blocks that normalise what each sub-block writes before adding it (Gemma 2/3, OLMo 2) have a
+# `post_feedforward_layernorm`; their `post_attention_layernorm` then normalises the attention's output
+# (in Llama & co. the same name is the norm *before* the MLP, which is why it cannot be the signal).
+POST_NORMS = ("post_attention_layernorm", "post_feedforward_layernorm")
 # Learned absolute position tables: GPT-2 `wpe`, OPT `embed_positions`, BERT-style `position_embeddings`.
 POSITION_TABLES = ("wpe", "embed_positions", "position_embeddings")
 # MLP width by config name, first present wins: Llama-style, GPT-2, OPT, Falcon. GPT-2's n_inner=None
@@ -78,6 +89,8 @@ class Layout:
     sliding_window: int | None
     logit_softcap: float | None  # Gemma 2/3: logits = cap * tanh(logits / cap)
     logit_multiplier: float | None  # logits = head(x) * this: Granite 1 / logits_scaling, Cohere logit_scale
+    residual_multiplier: float | None = None  # Granite: h + residual_multiplier * sub-block output
+    post_norm: bool = False  # OPT-350m: the residual stream itself is normalised after every block
 
     @property
     def has_attention(self) -> bool:
@@ -117,6 +130,25 @@ class Parts:
         """The attention module of block `layer`, or None (e.g. a state-space block)."""
         return _first_attr(self.layers[layer], ATTENTION_NAMES)
 
+    def sub_blocks(self, layer: int) -> SubBlocks:
+        """Where block `layer`'s attention and MLP read and write (UnsupportedArchitecture when it has none)."""
+        block = self.layers[layer]
+        attn = self.attention(layer)
+        mlp = _first_attr(block, MLP_NAMES)
+        mlp_reads = mlp_writes = mlp
+        if mlp is None:
+            pair = next(((getattr(block, a), getattr(block, b)) for a, b in MLP_PAIRS
+                         if isinstance(getattr(block, a, None), torch.nn.Module)), None)
+            mlp_reads, mlp_writes = pair or (None, None)
+        if attn is None or mlp_reads is None:
+            raise UnsupportedArchitecture(f"{type(block).__name__} has no separate attention and MLP "
+                                          "sub-blocks, so what each of them writes cannot be shown.")
+        attn_writes = attn
+        if isinstance(getattr(block, POST_NORMS[1], None), torch.nn.Module):
+            attn_writes, mlp_writes = (getattr(block, name) for name in POST_NORMS)
+        return SubBlocks(attn_reads=attn, attn_writes=attn_writes, mlp_reads=mlp_reads, mlp_writes=mlp_writes,
+                         scale=self.layout.residual_multiplier or 1.0)
+
     def finish(self, hidden: torch.Tensor, normed: bool = False) -> torch.Tensor:
         """What the model does between the last block and the head: final norm, then OPT's project_out.
 
@@ -127,6 +159,24 @@ class Parts:
         if self.project_out is not None:
             hidden = self.project_out(hidden)
         return hidden
+
+
+@dataclass(frozen=True, eq=False)
+class SubBlocks:
+    """The attention and MLP sub-blocks of one decoder block: the module each reads through, and the module
+    whose output is what it adds to the residual stream (after any norm the block applies to it).
+
+    For most families each sub-block is one module (reads == writes). Gemma 2/3 and OLMo 2 write through
+    their post-attention / post-feedforward norms; OPT's MLP reads through `fc1` and writes through `fc2`.
+    Granite scales both writes by `scale` before adding them. Parallel blocks (GPT-J, NeoX, Falcon, Cohere)
+    read the same residual in both sub-blocks and add both writes at once; the modules are the same roles.
+    """
+
+    attn_reads: torch.nn.Module  # its first input is what attention reads (already normed)
+    attn_writes: torch.nn.Module  # its output (first element of a tuple) is what attention adds
+    mlp_reads: torch.nn.Module
+    mlp_writes: torch.nn.Module
+    scale: float  # the residual stream gains scale * output of *_writes
 
 
 def _first_attr(module: torch.nn.Module, names: tuple[str, ...]):
@@ -254,4 +304,6 @@ def read_layout(config, decoder: torch.nn.Module, layers: torch.nn.ModuleList,
         norm=norm_kind(norm), layer_kinds=kinds,
         sliding_window=_num(config, "sliding_window") if "sliding" in kinds else None,
         logit_softcap=_num(config, "final_logit_softcapping"), logit_multiplier=logit_multiplier(config),
+        residual_multiplier=_num(config, "residual_multiplier"),
+        post_norm=getattr(config, "do_layer_norm_before", True) is False,
     )

@@ -1,0 +1,237 @@
+"""What each block writes: the residual stream taken apart, and each part's effect on the answer.
+
+The explainer's four stages, in the model's own numbers. In a pre-norm transformer the stream before the
+final norm is a sum:
+
+    hidden_states[0] + Σ_l (attention_l + mlp_l)          # what each sub-block adds, after its own norms
+
+so the logit of a target token can be split into one term per part (direct logit attribution, Elhage et
+al. 2021, "A Mathematical Framework for Transformer Circuits"). The final norm is not linear; its scale
+(1 / RMS, or 1 / standard deviation for LayerNorm) is frozen at its value in the real run, which makes it
+linear, so the terms add up exactly to the model's logit before any soft-capping. A LayerNorm's and the
+head's biases are one more term, "bias".
+
+`what_blocks_read` (reads.py) shows the other half of the story: attention exchanges information between tokens,
+the MLP works on each token alone. Change an earlier word, hold one later token's sub-block input at its
+value in the original run, and the MLP's output there is exactly the original again, while the
+attention's is not (it still reads the changed word).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core.cause.inputs import encoded_prompt, first_token, ids_tensor, last_logits
+from core.model.errors import UnsupportedArchitecture, whole_number
+from core.model.hooks import hooked
+from core.model.loaded import LoadedModel
+from core.text.tokens import display_token
+
+FROZEN_NOTE = ("The final norm's scale is frozen at its value in the real run, so each block's effect is a "
+               "straight line through the model's last steps and the effects add up to the logit.")
+VOCAB_CHUNK = 16_384  # head rows multiplied at a time (float32 copies of the head stay small)
+
+
+def _require_sum(lm: LoadedModel) -> None:
+    parts = lm.parts
+    if parts.layout.post_norm or parts.final_norm is None:
+        raise UnsupportedArchitecture(
+            f"{lm.name} normalises the residual stream after every block (post-norm), so it is not a sum of "
+            "what each block adds and cannot be taken apart block by block.")
+
+
+@dataclass(frozen=True, eq=False)
+class BlockWrites:
+    """One run of a prompt, taken apart: what every part added to the residual stream."""
+
+    token_ids: np.ndarray  # (T,)
+    tokens: tuple[str, ...]
+    names: tuple[tuple[int, str], ...]  # (layer, block) of each part: ("embed" at 0, then attn/mlp per layer)
+    parts: np.ndarray  # (parts, T, hidden) float64: what each part added, Granite's residual multiplier in it
+    final_input: np.ndarray  # (T, hidden) float64: the final norm's input in the real run
+    last_logits: np.ndarray  # (vocab,) float32: the model's own logits at the last position
+
+
+def block_writes(lm: LoadedModel, prompt: str) -> BlockWrites:
+    """Run `prompt` once and keep hidden_states[0], every sub-block's write and the final norm's input."""
+    _require_sum(lm)
+    parts = lm.parts
+    ids, _ = encoded_prompt(lm, prompt)
+    subs = [parts.sub_blocks(layer) for layer in range(parts.num_layers)]
+    kept: dict[str, list[torch.Tensor]] = {"embed": [], "final": []}
+    outputs = {}
+    for layer, sub in enumerate(subs):
+        for block, module in (("attn", sub.attn_writes), ("mlp", sub.mlp_writes)):
+            kept[f"{block}{layer}"] = []
+            outputs[module] = _keeper(kept[f"{block}{layer}"])
+    inputs = {parts.layers[0]: _keeper(kept["embed"]), parts.final_norm: _keeper(kept["final"])}
+    with hooked(lm, inputs=inputs, outputs=outputs), torch.inference_mode():
+        logits = last_logits(lm, ids_tensor(lm, [ids]))[0]
+    names = [(0, "embed")] + [(layer, block) for layer in range(len(subs)) for block in ("attn", "mlp")]
+    stacked = [kept["embed"][0]] + [kept[f"{b}{l}"][0] * subs[l].scale for l, b in names[1:]]
+    return BlockWrites(
+        token_ids=np.asarray(ids), tokens=tuple(display_token(lm, i) for i in ids), names=tuple(names),
+        parts=torch.stack([t[0].double().cpu() for t in stacked]).numpy(),  # (parts, T, H)
+        final_input=kept["final"][0][0].double().cpu().numpy(), last_logits=logits.cpu().numpy())
+
+
+def _keeper(kept: list):
+    def keep(hidden: torch.Tensor) -> torch.Tensor:
+        # A copy: Falcon adds the attention output into the MLP's output tensor in place afterwards.
+        kept.append(hidden.detach().clone())
+        return hidden
+
+    return keep
+
+
+# ---------------------------------------------------------------- the final norm, made linear
+
+
+@dataclass(frozen=True)
+class FrozenNorm:
+    """The final norm with its scale frozen: y = weight * centre(x) / scale + bias (then project_out)."""
+
+    weight: np.ndarray  # (H,) effective weight (Gemma's RMSNorm multiplies by 1 + weight; found by probing)
+    bias: np.ndarray | None  # (H,) LayerNorm's bias, or None
+    centred: bool  # LayerNorm subtracts the mean first; RMSNorm does not
+    scale: float  # sqrt(mean(x²) + eps), or sqrt(var(x) + eps), of the real run's last position
+
+    def apply(self, x: np.ndarray) -> np.ndarray:  # (..., H) -> (..., H), without the bias
+        if self.centred:
+            x = x - x.mean(-1, keepdims=True)
+        return x * self.weight / self.scale
+
+
+def _eps(norm: torch.nn.Module) -> float:
+    for name in ("eps", "variance_epsilon", "epsilon"):
+        value = getattr(norm, name, None)
+        if isinstance(value, (int, float)):
+            return float(value)
+    return 1e-5
+
+
+def frozen_final_norm(lm: LoadedModel, x_last: np.ndarray) -> FrozenNorm:
+    """The final norm as a linear map at the real run's last position (`x_last`, (H,))."""
+    norm = lm.parts.final_norm
+    centred = lm.parts.layout.norm != "RMSNorm"
+    eps = _eps(norm)
+    weight = getattr(norm, "weight", None)
+    raw = np.ones(x_last.shape[-1]) if weight is None else weight.detach().double().cpu().numpy()
+    bias = getattr(norm, "bias", None)
+    bias = None if bias is None else bias.detach().double().cpu().numpy()
+    # Which weight does the module really multiply by: w, or 1 + w (Gemma)? Probe it with ±1 entries (mean 0,
+    # mean square 1), whose exact output is u / sqrt(1 + eps) * weight + bias.
+    probe = torch.ones(x_last.shape[-1], dtype=torch.float64)
+    probe[1::2] = -1
+    dtype = weight.dtype if weight is not None else torch.float32
+    device = weight.device if weight is not None else "cpu"
+    with torch.inference_mode():
+        seen = norm(probe.to(device=device, dtype=dtype)[None, None])[0, 0].double().cpu().numpy()
+    seen = (seen - (bias if bias is not None else 0)) * probe.numpy() * np.sqrt(1 + eps)
+    effective = min((raw, 1 + raw), key=lambda w: np.abs(seen - w).max())
+    centre = x_last - x_last.mean() if centred else x_last
+    return FrozenNorm(weight=effective, bias=bias, centred=centred, scale=float(np.sqrt((centre ** 2).mean() + eps)))
+
+
+def _head_rows(lm: LoadedModel, token_ids) -> np.ndarray:
+    """(len(token_ids), H) float64: the rows of head × project_out × logit multiplier for these tokens."""
+    parts = lm.parts
+    rows = parts.lm_head.weight[list(token_ids)].detach().double().cpu()  # (n, H')
+    if parts.project_out is not None:  # OPT: hidden -> word-vector width, no bias
+        rows = rows @ parts.project_out.weight.detach().double().cpu()
+    return rows.numpy() * (parts.layout.logit_multiplier or 1.0)
+
+
+def _bias_term(lm: LoadedModel, frozen: FrozenNorm, target_id: int) -> float | None:
+    head_bias = getattr(lm.parts.lm_head, "bias", None)
+    if frozen.bias is None and head_bias is None:
+        return None
+    value = 0.0
+    if frozen.bias is not None:
+        value += float(_head_rows(lm, [target_id])[0] @ frozen.bias)
+    if head_bias is not None:
+        value += float(head_bias[target_id]) * (lm.parts.layout.logit_multiplier or 1.0)
+    return value
+
+
+# ---------------------------------------------------------------- the public functions
+
+
+def block_contributions(lm: LoadedModel, prompt: str, *, target: str | None = None) -> pd.DataFrame:
+    """What each block adds to the residual stream, and its direct effect on the target's logit.
+
+    Columns layer, block ("embed" at layer 0; "attn" / "mlp" at layer l = block l; "bias" at layer L where
+    the final norm or the head has a bias), position, token, norm (L2 size of what it adds at that token),
+    logit_effect (at the last position only; NaN elsewhere). The last position's logit effects sum to the
+    model's own logit for the target before any soft-capping (attrs["logit"]). `target`: a string meaning
+    its first token; default the model's own top next token. attrs: model, target, target_id, logit, notes.
+    """
+    writes = block_writes(lm, prompt)
+    notes = [FROZEN_NOTE]
+    if target is None:
+        target_id = int(writes.last_logits.argmax())
+        notes.append(f"The target is {lm.name}'s own top next token, {display_token(lm, target_id)!r}.")
+    else:
+        target_id, note = first_token(lm, target, "target")
+        notes += [note] if note else []
+    frozen = frozen_final_norm(lm, writes.final_input[-1])
+    direction = _head_rows(lm, [target_id])[0]  # (H,)
+    effects = frozen.apply(writes.parts[:, -1]) @ direction  # (parts,)
+    sizes = np.linalg.norm(writes.parts, axis=-1)  # (parts, T)
+    T = len(writes.tokens)
+    rows = []
+    for (layer, block), size, effect in zip(writes.names, sizes, effects):
+        for position in range(T):
+            rows.append((layer, block, position, writes.tokens[position], size[position],
+                         effect if position == T - 1 else np.nan))
+    bias = _bias_term(lm, frozen, target_id)
+    if bias is not None:
+        rows.append((lm.num_layers, "bias", T - 1, writes.tokens[-1], np.nan, bias))
+    table = pd.DataFrame(rows, columns=["layer", "block", "position", "token", "norm", "logit_effect"])
+    # The model's own pre-soft-cap logit: its final norm and head on the real run's stream.
+    with torch.inference_mode():
+        x = torch.from_numpy(writes.final_input[-1:]).to(lm.parts.lm_head.weight)
+        logit = lm.parts.lm_head(lm.parts.finish(x[None]))[0, 0, target_id].double()
+    logit = float(logit) * (lm.parts.layout.logit_multiplier or 1.0)
+    table.attrs.update(model=lm.name, target=display_token(lm, target_id), target_id=target_id, logit=logit,
+                       notes=notes, num_layers=lm.num_layers)
+    return table
+
+
+def block_token_effects(lm: LoadedModel, prompt: str, *, k: int = 10) -> pd.DataFrame:
+    """The k tokens whose logit each part's write raises most, and the k it lowers most, at the last position.
+
+    Columns layer, block, direction ("promotes" / "suppresses"), rank (1 = strongest), token_id, token,
+    logit_effect (the same direct effect as block_contributions gives for that token as target).
+    """
+    k = whole_number(k)
+    if k is None or k < 1:
+        raise ValueError("k must be a whole number of at least 1.")
+    writes = block_writes(lm, prompt)
+    frozen = frozen_final_norm(lm, writes.final_input[-1])
+    normed = frozen.apply(writes.parts[:, -1]).astype(np.float32)  # (parts, H)
+    head = lm.parts.lm_head.weight
+    vocab = head.shape[0]
+    k = min(k, vocab)
+    effects = np.empty((len(writes.names), vocab), dtype=np.float32)  # (parts, V)
+    normed_t = torch.from_numpy(normed)
+    if lm.parts.project_out is not None:
+        normed_t = normed_t @ lm.parts.project_out.weight.detach().float().cpu().T
+    for start in range(0, vocab, VOCAB_CHUNK):
+        block = head[start:start + VOCAB_CHUNK].detach().float().cpu()  # (chunk, H')
+        effects[:, start:start + VOCAB_CHUNK] = (normed_t @ block.T).numpy()
+    effects *= lm.parts.layout.logit_multiplier or 1.0
+    rows = []
+    for (layer, name), row in zip(writes.names, effects):
+        order = np.argsort(row)
+        for direction, picks in (("promotes", order[::-1][:k]), ("suppresses", order[:k])):
+            for rank, token_id in enumerate(picks, start=1):
+                rows.append((layer, name, direction, rank, int(token_id), display_token(lm, int(token_id)),
+                             float(row[token_id])))
+    table = pd.DataFrame(rows, columns=["layer", "block", "direction", "rank", "token_id", "token", "logit_effect"])
+    table.attrs.update(model=lm.name, notes=[FROZEN_NOTE])
+    return table
