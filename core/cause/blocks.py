@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.cause.inputs import encoded_prompt, first_token, ids_tensor, last_logits
+from core.cause.inputs import by_position, encoded_prompt, first_token, ids_tensor, last_logits
 from core.model.errors import UnsupportedArchitecture, whole_number
 from core.model.hooks import hooked
 from core.model.loaded import LoadedModel
@@ -75,8 +75,8 @@ def block_writes(lm: LoadedModel, prompt: str) -> BlockWrites:
     stacked = [kept["embed"][0]] + [kept[f"{b}{l}"][0] * subs[l].scale for l, b in names[1:]]
     return BlockWrites(
         token_ids=np.asarray(ids), tokens=tuple(display_token(lm, i) for i in ids), names=tuple(names),
-        parts=torch.stack([t[0].double().cpu() for t in stacked]).numpy(),  # (parts, T, H)
-        final_input=kept["final"][0][0].double().cpu().numpy(), last_logits=logits.cpu().numpy())
+        parts=torch.stack([by_position(t, len(ids))[0].double().cpu() for t in stacked]).numpy(),  # (parts, T, H)
+        final_input=by_position(kept["final"][0], len(ids))[0].double().cpu().numpy(), last_logits=logits.cpu().numpy())
 
 
 def _keeper(kept: list):

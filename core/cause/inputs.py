@@ -51,6 +51,11 @@ def first_token(lm: LoadedModel, text: str, role: str) -> tuple[int, str | None]
     return int(ids[0]), note
 
 
+def by_position(hidden: torch.Tensor, length: int) -> torch.Tensor:
+    """`hidden` as (batch, T, hidden), a view of the same numbers. OPT's MLP works on (batch · T, hidden)."""
+    return hidden.view(-1, length, hidden.shape[-1])
+
+
 def ids_tensor(lm: LoadedModel, rows: list[list[int]]) -> torch.Tensor:
     """(batch, T) on the device where the embedding layer computes."""
     return torch.tensor(rows, device=lm.device)

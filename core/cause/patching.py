@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.cause.inputs import encoded_prompt, first_token, ids_tensor, last_logits
+from core.cause.inputs import by_position, encoded_prompt, first_token, ids_tensor, last_logits
 from core.model.hooks import hooked
 from core.model.loaded import LoadedModel
 from core.text.tokens import display_token
@@ -118,14 +118,15 @@ def _refuse_flat(lm, m_clean: float, m_corrupted: float, answer_id: int, foil_id
 # ---------------------------------------------------------------- exact: one batched forward per chunk
 
 
-def _copy_from_clean_row(cells: list[tuple[int, int]]):
+def _copy_from_clean_row(cells: list[tuple[int, int]], length: int):
     """An edit that sets hidden[row, position] = hidden[0, position] for each (row, position)."""
     rows = torch.tensor([r for r, _ in cells])
     positions = torch.tensor([p for _, p in cells])
 
-    def edit(hidden: torch.Tensor) -> torch.Tensor:  # (batch, T, hidden)
+    def edit(hidden: torch.Tensor) -> torch.Tensor:  # (batch, T, hidden), or (batch · T, hidden)
         hidden = hidden.clone()
-        hidden[rows, positions] = hidden[0, positions]
+        cells = by_position(hidden, length)  # a view: writing into it writes into `hidden`
+        cells[rows, positions] = cells[0, positions]
         return hidden
 
     return edit
@@ -141,7 +142,7 @@ def _exact_grid(lm, site, clean_ids, corrupted_ids, answer_id, foil_id, progress
         by_layer: dict[int, list[tuple[int, int]]] = {}
         for row, (layer, position) in enumerate(chunk, start=2):  # rows 0 and 1: clean, corrupted
             by_layer.setdefault(layer, []).append((row, position))
-        edits = {modules[layer]: _copy_from_clean_row(rows) for layer, rows in by_layer.items()}
+        edits = {modules[layer]: _copy_from_clean_row(rows, len(clean_ids)) for layer, rows in by_layer.items()}
         batch = ids_tensor(lm, [clean_ids] + [corrupted_ids] * (len(chunk) + 1))
         with hooked(lm, **{_hook_kind(site): edits}), torch.inference_mode():
             m = _metric(last_logits(lm, batch), answer_id, foil_id).double().cpu()  # (batch,)
@@ -195,8 +196,9 @@ def _attribution_grid(lm, site, clean_ids, corrupted_ids, answer_id, foil_id, pr
     for layer, (value, grad) in enumerate(zip(values, grads)):
         if grad is None:  # a value the metric does not depend on
             continue
-        delta = clean[layer][0].to(value.device).float() - value.detach().float()  # (1, T, hidden)
-        scores[layer] = (delta * grad.float()).sum(-1)[0].double().cpu().numpy() / (m_clean - m_corrupted)
+        T = len(clean_ids)
+        delta = by_position(clean[layer][0].to(value.device).float() - value.detach().float(), T)  # (1, T, hidden)
+        scores[layer] = (delta * by_position(grad.float(), T)).sum(-1)[0].double().cpu().numpy() / (m_clean - m_corrupted)
     if progress:
         progress(1, 1)
     return scores, m_clean, m_corrupted

@@ -15,20 +15,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.cause.inputs import encoded_prompt, ids_tensor, last_logits
+from core.cause.inputs import by_position, encoded_prompt, ids_tensor, last_logits
 from core.model.errors import whole_number
 from core.model.hooks import hooked
 from core.model.loaded import LoadedModel
 from core.text.tokens import display_token
 
 
-def _at(position: int, kept: list, replace: list | None = None):
+def _at(position: int, length: int, kept: list, replace: list | None = None):
     """An edit that keeps hidden[0, position]; with `replace`, first sets it to replace[0]."""
-    def edit(hidden: torch.Tensor) -> torch.Tensor:  # (1, T, hidden)
+    def edit(hidden: torch.Tensor) -> torch.Tensor:  # (1, T, hidden), or (T, hidden) in OPT's MLP
         if replace is not None:
             hidden = hidden.clone()
-            hidden[0, position] = replace[0]
-        kept.append(hidden[0, position].detach().double().cpu().clone())
+            by_position(hidden, length)[0, position] = replace[0]
+        kept.append(by_position(hidden, length)[0, position].detach().double().cpu().clone())
         return hidden
 
     return edit
@@ -43,8 +43,8 @@ def _run(lm: LoadedModel, ids: list[int], position: int, held: dict | None = Non
         for block, reads, writes in (("attn", sub.attn_reads, sub.attn_writes), ("mlp", sub.mlp_reads, sub.mlp_writes)):
             seen[layer, block, "in"], seen[layer, block, "out"] = [], []
             replace = None if held is None else held[layer, block, "in"]
-            inputs[reads] = _at(position, seen[layer, block, "in"], replace)
-            outputs[writes] = _at(position, seen[layer, block, "out"])
+            inputs[reads] = _at(position, len(ids), seen[layer, block, "in"], replace)
+            outputs[writes] = _at(position, len(ids), seen[layer, block, "out"])
     with hooked(lm, inputs=inputs, outputs=outputs), torch.inference_mode():
         last_logits(lm, ids_tensor(lm, [ids]))
     return seen
