@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-from core import load_model, run_trace
+from core import (activation_patching, block_contributions, load_model, run_trace, token_attribution,
+                  what_blocks_read)
 from core.weights.architecture import weight_view
 from core.running.attention import summary_table
 from core.running.context import similarity_curves, word_vectors_across
@@ -90,6 +91,28 @@ def compare_everything(cpu: LoadedModel, gpu: LoadedModel) -> None:
     vc = steering_vector(cpu, ["the apple is green"], ["the apple is red"], layer=1)
     vg = steering_vector(gpu, ["the apple is green"], ["the apple is red"], layer=1)
     assert relative_error(vg, vc) < rel * 10  # a difference of two nearly equal states amplifies rounding
+    compare_causes(cpu, gpu)
+
+
+CLEAN, CORRUPTED = "nice to meet you, how are you?", "nice to meet apple, how are you?"  # one token apart
+
+
+def compare_causes(cpu: LoadedModel, gpu: LoadedModel) -> None:
+    """The causal analyses (core/cause/) on both models: grids, token scores, block effects."""
+    rel, _ = TOLERANCE[cpu.dtype]
+    for site in ("resid", "attn", "mlp"):
+        for method in ("exact", "attribution"):
+            grids = [activation_patching(lm, CLEAN, CORRUPTED, answer="?", foil=".", site=site, method=method)
+                     for lm in (cpu, gpu)]
+            assert relative_error(grids[1]["score"], grids[0]["score"]) < rel * 10, (site, method)
+    for method in ("occlusion", "grad_x_input"):
+        scores = [token_attribution(lm, PROMPT, target="?", method=method)["score"] for lm in (cpu, gpu)]
+        np.testing.assert_allclose(scores[1], scores[0], atol=rel * 10)
+    effects = [block_contributions(lm, PROMPT, target="?") for lm in (cpu, gpu)]
+    assert effects[1].attrs["logit"] == pytest.approx(effects[0].attrs["logit"], rel=rel * 10, abs=rel * 10)
+    assert relative_error(effects[1]["logit_effect"].fillna(0), effects[0]["logit_effect"].fillna(0)) < rel * 10
+    reads = what_blocks_read(gpu, CLEAN, CORRUPTED)
+    assert (reads[reads.block == "mlp"]["held_output_change"] == 0).all()
 
 
 def _on_gpu(lm: LoadedModel) -> bool:

@@ -29,6 +29,7 @@ from core.cause.inputs import by_position, encoded_prompt, first_token, ids_tens
 from core.model.errors import UnsupportedArchitecture, whole_number
 from core.model.hooks import hooked
 from core.model.loaded import LoadedModel
+from core.model.reading import execution_device, parameter_value
 from core.text.tokens import display_token
 
 FROZEN_NOTE = ("The final norm's scale is frozen at its value in the real run, so each block's effect is a "
@@ -119,18 +120,17 @@ def frozen_final_norm(lm: LoadedModel, x_last: np.ndarray) -> FrozenNorm:
     norm = lm.parts.final_norm
     centred = lm.parts.layout.norm != "RMSNorm"
     eps = _eps(norm)
-    weight = getattr(norm, "weight", None)
-    raw = np.ones(x_last.shape[-1]) if weight is None else weight.detach().double().cpu().numpy()
-    bias = getattr(norm, "bias", None)
-    bias = None if bias is None else bias.detach().double().cpu().numpy()
+    # parameter_value: the real numbers also where accelerate offloaded the norm (meta on the module)
+    weight = parameter_value(norm) if getattr(norm, "weight", None) is not None else None
+    raw = np.ones(x_last.shape[-1]) if weight is None else weight.double().cpu().numpy()
+    bias = parameter_value(norm, "bias").double().cpu().numpy() if getattr(norm, "bias", None) is not None else None
     # Which weight does the module really multiply by: w, or 1 + w (Gemma)? Probe it with ±1 entries (mean 0,
     # mean square 1), whose exact output is u / sqrt(1 + eps) * weight + bias.
     probe = torch.ones(x_last.shape[-1], dtype=torch.float64)
     probe[1::2] = -1
     dtype = weight.dtype if weight is not None else torch.float32
-    device = weight.device if weight is not None else "cpu"
     with torch.inference_mode():
-        seen = norm(probe.to(device=device, dtype=dtype)[None, None])[0, 0].double().cpu().numpy()
+        seen = norm(probe.to(device=execution_device(norm), dtype=dtype)[None, None])[0, 0].double().cpu().numpy()
     seen = (seen - (bias if bias is not None else 0)) * probe.numpy() * np.sqrt(1 + eps)
     effective = min((raw, 1 + raw), key=lambda w: np.abs(seen - w).max())
     centre = x_last - x_last.mean() if centred else x_last
@@ -140,14 +140,15 @@ def frozen_final_norm(lm: LoadedModel, x_last: np.ndarray) -> FrozenNorm:
 def _head_rows(lm: LoadedModel, token_ids) -> np.ndarray:
     """(len(token_ids), H) float64: the rows of head × project_out × logit multiplier for these tokens."""
     parts = lm.parts
-    rows = parts.lm_head.weight[list(token_ids)].detach().double().cpu()  # (n, H')
+    rows = parameter_value(parts.lm_head)[list(token_ids)].double().cpu()  # (n, H')
     if parts.project_out is not None:  # OPT: hidden -> word-vector width, no bias
-        rows = rows @ parts.project_out.weight.detach().double().cpu()
+        rows = rows @ parameter_value(parts.project_out).double().cpu()
     return rows.numpy() * (parts.layout.logit_multiplier or 1.0)
 
 
 def _bias_term(lm: LoadedModel, frozen: FrozenNorm, target_id: int) -> float | None:
-    head_bias = getattr(lm.parts.lm_head, "bias", None)
+    head = lm.parts.lm_head
+    head_bias = parameter_value(head, "bias") if getattr(head, "bias", None) is not None else None
     if frozen.bias is None and head_bias is None:
         return None
     value = 0.0
@@ -194,8 +195,10 @@ def block_contributions(lm: LoadedModel, prompt: str, *, target: str | None = No
     table = pd.DataFrame(rows, columns=["layer", "block", "position", "token", "norm", "logit_effect"])
     # The model's own pre-soft-cap logit: its final norm and head on the real run's stream.
     with torch.inference_mode():
-        x = torch.from_numpy(writes.final_input[-1:]).to(lm.parts.lm_head.weight)
-        logit = lm.parts.lm_head(lm.parts.finish(x[None]))[0, 0, target_id].double()
+        head = lm.parts.lm_head
+        x = torch.from_numpy(writes.final_input[-1:]).to(device=execution_device(lm.parts.final_norm),
+                                                          dtype=parameter_value(head).dtype)
+        logit = head(lm.parts.finish(x[None]))[0, 0, target_id].double()
     logit = float(logit) * (lm.parts.layout.logit_multiplier or 1.0)
     table.attrs.update(model=lm.name, target=display_token(lm, target_id), target_id=target_id, logit=logit,
                        notes=notes, num_layers=lm.num_layers)
@@ -214,13 +217,13 @@ def block_token_effects(lm: LoadedModel, prompt: str, *, k: int = 10) -> pd.Data
     writes = block_writes(lm, prompt)
     frozen = frozen_final_norm(lm, writes.final_input[-1])
     normed = frozen.apply(writes.parts[:, -1]).astype(np.float32)  # (parts, H)
-    head = lm.parts.lm_head.weight
+    head = parameter_value(lm.parts.lm_head)  # (V, H'), read from RAM or disk where offloaded
     vocab = head.shape[0]
     k = min(k, vocab)
     effects = np.empty((len(writes.names), vocab), dtype=np.float32)  # (parts, V)
     normed_t = torch.from_numpy(normed)
     if lm.parts.project_out is not None:
-        normed_t = normed_t @ lm.parts.project_out.weight.detach().float().cpu().T
+        normed_t = normed_t @ parameter_value(lm.parts.project_out).float().cpu().T
     for start in range(0, vocab, VOCAB_CHUNK):
         block = head[start:start + VOCAB_CHUNK].detach().float().cpu()  # (chunk, H')
         effects[:, start:start + VOCAB_CHUNK] = (normed_t @ block.T).numpy()
