@@ -9,6 +9,10 @@ alone: no download of weights, no memory, exact parameter counts.
 Attention weights are only returned by the eager attention implementation
 (sdpa silently returns None), so every model is loaded with
 `attn_implementation="eager"`.
+
+`remote=` (True: NDIF, a URL: a self-hosted NDIF, "local": nnsight's local simulation of NDIF)
+wraps the model for nnsight (core.remote.model): True / a URL build it on the meta device from
+its config and tokenizer, "local" loads the weights here and wraps that same module.
 """
 
 from __future__ import annotations
@@ -26,10 +30,14 @@ from core.model.reading import execution_device, inverse_norms
 from core.loading.gguf import convert_gguf
 from core.loading.placement import fit_check, load_weights
 from core.loading.sources import PRESETS, Source, SourceError, embedded_gguf_path, resolve_source
+from core.remote.connection import resolve_target
+from core.remote.errors import RemoteError
+from core.remote.model import remote_model, repo_id_of_folder
 
 LARGE_MODEL_PARAMS = 1_000_000_000  # above this, CPU loads default to bfloat16
 MEMORY_HEADROOM = 1.15  # weights + activations/fragmentation margin when checking fit
 HUB_FILES = ["*.json", "*.safetensors", "tokenizer.model", "*.tiktoken", "*.txt"]
+REMOTE_HUB_FILES = ["*.json", "tokenizer.model", "*.tiktoken", "*.txt"]  # config and tokenizer, no weights
 
 
 # ---------------------------------------------------------------- choices
@@ -224,6 +232,9 @@ def load_model(
     device_map: str | None = "auto",
     max_memory: dict | None = None,
     offload_folder: str | Path | None = None,
+    remote: bool | str = False,
+    ndif_key: str | None = None,
+    ndif_repo_id: str | None = None,
 ) -> LoadedModel:
     """Load `source` (preset, HF repo id, local folder or .gguf file).
 
@@ -236,8 +247,14 @@ def load_model(
     be rewritten for disk offload go (default: a folder under the cache, removed with the model).
     `progress(fraction, message)` is called as loading advances; the plan is shown before loading.
     `available_bytes` overrides the free-RAM reading (tests, planning).
+    `remote`: False (here), True (NDIF, host from NDIF_HOST), an http(s) URL (a self-hosted NDIF) or
+    "local" (nnsight's local simulation): a core.remote.model.RemoteLoadedModel, see load_remote.
     Raises ModelLoadError / SourceError with a message meant for the user.
     """
+    if remote is not False and remote is not None:
+        return load_remote(source, remote, ndif_key=ndif_key, ndif_repo_id=ndif_repo_id, device=device,
+                           dtype=dtype, token=token, progress=progress, available_bytes=available_bytes,
+                           device_map=device_map, max_memory=max_memory, offload_folder=offload_folder)
     started = time.perf_counter()
     try:
         resolved = resolve_source(source)
@@ -282,6 +299,49 @@ def load_model(
         progress(1.0, f"{source} loaded")
     lm.load_seconds = time.perf_counter() - started
     return lm
+
+
+def load_remote(source: str, remote, *, ndif_key: str | None = None, ndif_repo_id: str | None = None,
+                token: str | None = None, dtype=None, progress=None, **local) -> LoadedModel:
+    """`source` for `remote` (True, a URL, "local"; core.remote.connection): a RemoteLoadedModel.
+
+    The remote= value and the key are checked first, before anything is read or downloaded.
+    "local": the weights are loaded as load_model does (the keyword arguments in `local`), and
+    nnsight wraps that module. True / a URL: only config.json and the tokenizer files are read
+    (downloaded from the hub for a hub id, without weights), the architecture is built on the meta
+    device, and the requests name the model by `ndif_repo_id`, else the hub id of the source
+    (a preset's, a typed one's, or that of a folder inside the Hugging Face cache).
+    """
+    target = resolve_target(remote, ndif_key)
+    if target.is_simulation:
+        lm = load_model(source, dtype=dtype, token=token, progress=progress, **local)
+        return remote_model(lm, remote, key=ndif_key, repo_id=ndif_repo_id)
+    try:
+        resolved = resolve_source(source)
+    except SourceError as error:
+        raise ModelLoadError(str(error)) from None
+    if resolved.is_gguf:
+        raise RemoteError(f"{source} is a GGUF file converted here: NDIF runs models from the Hugging Face hub. "
+                          "Pick the model's hub id, or run it locally.")
+    if resolved.kind == "folder":
+        folder, repo_id = Path(resolved.location), ndif_repo_id or repo_id_of_folder(resolved.location)
+    else:
+        if progress:
+            progress(0.1, f"Downloading the config and tokenizer of {resolved.location} (no weights)")
+        folder, repo_id = _hub_files(resolved.location, token), ndif_repo_id or resolved.location
+    lm = load_model(str(folder), dtype=dtype, weights=False)  # config + tokenizer on the meta device
+    lm.name, lm.source = source, resolved
+    return remote_model(lm, remote, key=ndif_key, repo_id=repo_id)
+
+
+def _hub_files(repo_id: str, token: str | None) -> Path:
+    """The hub snapshot of `repo_id` with its config and tokenizer files only."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=REMOTE_HUB_FILES, token=resolve_token(token)))
+    except Exception as error:  # every hub/network failure becomes one readable message
+        raise ModelLoadError(hub_error_message(error, repo_id)) from None
 
 
 def _precompute_embedding_norms(lm: LoadedModel) -> None:

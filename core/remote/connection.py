@@ -1,0 +1,153 @@
+"""Where a remote request goes and with which key: `remote=` values, the NDIF host, the NDIF key.
+
+`remote` follows nnsight's own convention, so a notebook user reads it the same way:
+False (run here, no nnsight), True (NDIF; host from NDIF_HOST, default NDIF's own), an
+http(s) URL (a self-hosted NDIF at that address), "local" (nnsight's local simulation of an NDIF
+request: serialized exactly as for NDIF, run on a local copy). Anything else is refused here, with
+a message, before a model is built.
+
+The key comes from an explicit argument, else NDIF_API_KEY, else `.streamlit/secrets.toml`
+(`NDIF_API_KEY = "..."`). `Target` keeps it out of its repr; every message goes through `redact`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from core.remote.errors import NDIF_KEYS_PAGE, RemoteError, RemoteKeyError, redact
+
+DEFAULT_HOST = "https://api.ndif.us"  # nnsight 0.8.1's CONFIG.API.HOST default
+SECRETS_FILE = Path(__file__).resolve().parents[2] / ".streamlit" / "secrets.toml"
+KEY_NAME = "NDIF_API_KEY"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the requests of one remote model go.
+
+    mode: "ndif" (NDIF's own service), "self-hosted" (a URL), "local" (nnsight's simulation).
+    """
+
+    mode: str
+    host: str | None  # None for "local"
+    key: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def remote_value(self) -> bool | str:
+        """The value nnsight's `remote=` takes for this target."""
+        return {"ndif": True, "local": "local"}.get(self.mode, self.host)
+
+    @property
+    def is_simulation(self) -> bool:
+        return self.mode == "local"
+
+    def describe(self) -> str:
+        """Where it runs, in words (for Home and provenance; never holds the key)."""
+        if self.mode == "local":
+            return "nnsight's local simulation of NDIF (on this machine)"
+        where = "NDIF" if self.mode == "ndif" else "self-hosted NDIF"
+        return f"{where} at {redact(self.host)}"
+
+    def __repr__(self) -> str:
+        return f"Target(mode={self.mode!r}, host={redact(self.host)!r}, key={'set' if self.key else 'none'})"
+
+
+def check_host(url: str) -> str:
+    """`url` without a trailing slash, or RemoteError when it is not an http(s) address with a host."""
+    text = (url or "").strip()
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RemoteError(f"{redact(text)!r} is not an NDIF address: give a URL such as https://ndif.example.org "
+                          "(http:// or https:// and a host name).")
+    if parts.query or parts.fragment:
+        raise RemoteError(f"The NDIF address {redact(text)!r} must not carry a query or a fragment.")
+    return text.rstrip("/")
+
+
+def target_mode(remote) -> str | None:
+    """"ndif", "self-hosted", "local", or None for False; RemoteError for any other value."""
+    if remote is False or remote is None:
+        return None
+    if remote is True:
+        return "ndif"
+    if isinstance(remote, str):
+        if remote == "local":
+            return "local"
+        if remote.strip().lower().startswith(("http://", "https://")):
+            return "self-hosted"
+    raise RemoteError(f"remote={redact(remote)!r} is not understood: use False (run here), True (NDIF), "
+                      "'local' (nnsight's simulation of NDIF) or the http(s) URL of a self-hosted NDIF.")
+
+
+def secrets_key(path: Path | None = None) -> str | None:
+    """NDIF_API_KEY from `.streamlit/secrets.toml` (None when the file or the entry is missing)."""
+    path = Path(path) if path is not None else SECRETS_FILE
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return None  # no file, or one we cannot read: the key may come from elsewhere (never echo the file)
+    value = data.get(KEY_NAME)
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def resolve_key(key: str | None = None, *, secrets_path: Path | None = None) -> str | None:
+    """The NDIF key: `key`, else the NDIF_API_KEY variable, else `.streamlit/secrets.toml`. Never logged."""
+    for candidate in (key, os.environ.get(KEY_NAME), secrets_key(secrets_path)):
+        if candidate and candidate.strip():
+            return candidate.strip()
+    return None
+
+
+def resolve_target(remote, key: str | None = None, *, secrets_path: Path | None = None) -> Target | None:
+    """The Target for a `remote=` value (None for False). NDIF's own service needs a key.
+
+    A self-hosted NDIF may run without keys (its dev mode), so no key is required there; one is
+    sent when found.
+    """
+    mode = target_mode(remote)
+    if mode is None:
+        return None
+    if mode == "local":
+        return Target("local", None, None)
+    found = resolve_key(key, secrets_path=secrets_path)
+    if mode == "ndif":
+        host = check_host(os.environ.get("NDIF_HOST") or DEFAULT_HOST)
+        if not found:
+            raise RemoteKeyError(
+                f"No NDIF API key: set {KEY_NAME}, add {KEY_NAME} = \"…\" to .streamlit/secrets.toml, or type it "
+                f"in the sidebar. Keys come from {NDIF_KEYS_PAGE}.")
+        return Target("ndif", host, found)
+    return Target("self-hosted", check_host(remote), found)
+
+
+def ndif_status(target: Target, timeout: float = 5.0) -> dict[str, str] | None:
+    """{repo id: state ("RUNNING", "DEPLOYING", …)} of the models a server reports, or None if unreachable.
+
+    NDIF's GET /status lists one entry per replica; the best state of a repo's replicas is kept (as
+    nnsight.ndif.status folds them). Asked of `target.host` directly, so two models on two servers
+    each get their own answer. None for the local simulation, an unreachable host or a non-NDIF answer.
+    """
+    if target.is_simulation:
+        return None
+    import httpx
+
+    try:
+        response = httpx.get(f"{target.host}/status", timeout=httpx.Timeout(timeout))
+        response.raise_for_status()
+        deployments = response.json().get("deployments", {})
+    except Exception:  # unreachable, not NDIF, junk: Home says "unknown"
+        return None
+    rank = {"RUNNING": 0, "DEPLOYING": 1, "NOT_STARTED": 2, "UNHEALTHY": 3}
+    states: dict[str, str] = {}
+    for entry_name, entry in deployments.items() if isinstance(deployments, dict) else ():
+        if not isinstance(entry, dict):
+            continue
+        repo = entry.get("repo_id", entry_name)
+        state = entry.get("application_state", "UNHEALTHY")
+        if repo not in states or rank.get(state, 9) < rank.get(states[repo], 9):
+            states[repo] = state
+    return states
