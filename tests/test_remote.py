@@ -22,6 +22,7 @@ import torch
 
 from core import count_parameters, load_model, logit_lens, parameter_table, run_trace, tokenize
 from core.remote import connection
+from core.remote.budget import LECTURE_TOKENS, LENS_PAGE_BUDGET, lens_page_bytes
 from core.remote.connection import DEFAULT_HOST, ndif_status, resolve_key, resolve_target, target_mode
 from core.remote.errors import (RemoteCancelled, RemoteError, RemoteJobFailed, RemoteKeyError, RemoteModelNotHosted,
                                 RemoteOffline, RemoteResultTooLarge, RemoteTimeout)
@@ -186,7 +187,8 @@ def test_simulation_lens_matches_local(folders, kind):
     assert (got[["layer", "position", "rank", "token", "token_id"]] == expected[
         ["layer", "position", "rank", "token", "token_id"]]).all().all()
     assert np.abs(got["prob"].to_numpy() - expected["prob"].to_numpy()).max() <= 1e-5
-    assert lm.remote.last.outcome == "completed" and 0 < lm.remote.last.bytes_received < 4096
+    assert lm.remote.last.outcome == "completed"
+    assert lm.remote.last.bytes_received == lens_page_bytes(lm.config, k=5, last_only=True)  # meta = measured
     after = run_trace(lm, PROMPT)  # the wrapped module still runs core's own path, bit for bit
     assert np.array_equal(before.hidden_states, after.hidden_states)
     assert np.array_equal(before.last_logits, after.last_logits)
@@ -205,9 +207,25 @@ def test_smollm_simulation_lens(smollm):
     assert (got["token_id"].to_numpy() == expected["token_id"].to_numpy()).all()
     difference = np.abs(got["prob"].to_numpy() - expected["prob"].to_numpy()).max()
     assert difference <= 1e-5
-    assert len(got) == 31 * 10 and lm.remote.last.bytes_received < 10_000
+    assert len(got) == 31 * 10 and lm.remote.last.bytes_received == lens_page_bytes(smollm.config, k=10, last_only=True)
     print(f"SmolLM2 lens at the last position: local {local_seconds:.3f} s, simulated NDIF {remote_seconds:.3f} s, "
           f"max |dp| {difference:.2e}, {lm.remote.last.bytes_received} bytes back")
+
+
+def test_lens_page_bytes_405b():
+    """The lens page for Llama-3.1-405B (config written by hand: 126 layers, hidden 16,384, vocab 128,256)."""
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(vocab_size=128_256, hidden_size=16_384, intermediate_size=53_248, num_hidden_layers=126,
+                         num_attention_heads=128, num_key_value_heads=8, max_position_embeddings=131_072,
+                         tie_word_embeddings=False)
+    size = lens_page_bytes(config, tokens=LECTURE_TOKENS, k=10)
+    entries = 126 + 1
+    raw = entries * LECTURE_TOKENS * 10 * (8 + 4) + entries * (8 + 4)  # int64 ids + fp32 probs; the trajectory
+    assert raw <= size <= raw + 4096  # what torch.save adds is a few hundred bytes per tensor
+    assert size <= LENS_PAGE_BUDGET
+    print(f"Llama-3.1-405B lens page, {LECTURE_TOKENS} tokens, top 10: {size:,} bytes "
+          f"(last position only: {lens_page_bytes(config, k=10, last_only=True):,})")
 
 
 # ---------------------------------------------------------------- a remote model on the meta device
