@@ -114,6 +114,10 @@ def test_key_sources(monkeypatch, tmp_path):
     monkeypatch.delenv("NDIF_API_KEY")
     monkeypatch.setattr(connection, "SECRETS_FILE", secrets)  # the default file, as the dashboard reads it
     assert resolve_target(True).key == f"{KEY}-from-file"
+    monkeypatch.setenv("NDIF_API_KEY", f"{KEY}-from-env")  # a typed URL never gets the ambient key
+    assert resolve_target("http://ndif.example.org").key is None
+    assert resolve_target("http://ndif.example.org", KEY).key == KEY
+    monkeypatch.delenv("NDIF_API_KEY")
     secrets.write_text("NDIF_API_KEY = [unclosed")  # unreadable file: no key, and nothing of it echoed
     with pytest.raises(RemoteKeyError) as caught:
         resolve_target(True)

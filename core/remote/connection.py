@@ -7,7 +7,7 @@ request: serialized exactly as for NDIF, run on a local copy). Anything else is 
 a message, before a model is built.
 
 The key comes from an explicit argument, else NDIF_API_KEY, else `.streamlit/secrets.toml`
-(`NDIF_API_KEY = "..."`). `Target` keeps it out of its repr; every message goes through `redact`.
+(`NDIF_API_KEY = "..."`); a self-hosted URL gets only an explicit one (resolve_target says why). `Target` keeps it out of its repr; every message goes through `redact`.
 """
 
 from __future__ import annotations
@@ -105,23 +105,26 @@ def resolve_key(key: str | None = None, *, secrets_path: Path | None = None) -> 
 def resolve_target(remote, key: str | None = None, *, secrets_path: Path | None = None) -> Target | None:
     """The Target for a `remote=` value (None for False). NDIF's own service needs a key.
 
-    A self-hosted NDIF may run without keys (its dev mode), so no key is required there; one is
-    sent when found.
+    A self-hosted NDIF (a URL) gets only a key given here explicitly (the sidebar's field), never
+    the ambient one (NDIF_API_KEY, secrets.toml): a URL can be typed by any visitor of a shared
+    dashboard, and the server's own key must not go to whatever host they name. NDIF_HOST is set
+    by whoever runs the server, so remote=True sends the ambient key there. A self-hosted NDIF may
+    run without keys (its dev mode), so none is required.
     """
     mode = target_mode(remote)
     if mode is None:
         return None
     if mode == "local":
         return Target("local", None, None)
+    if mode == "self-hosted":
+        return Target("self-hosted", check_host(remote), key.strip() if key and key.strip() else None)
+    host = check_host(os.environ.get("NDIF_HOST") or DEFAULT_HOST)  # mode "ndif"
     found = resolve_key(key, secrets_path=secrets_path)
-    if mode == "ndif":
-        host = check_host(os.environ.get("NDIF_HOST") or DEFAULT_HOST)
-        if not found:
-            raise RemoteKeyError(
-                f"No NDIF API key: set {KEY_NAME}, add {KEY_NAME} = \"…\" to .streamlit/secrets.toml, or type it "
-                f"in the sidebar. Keys come from {NDIF_KEYS_PAGE}.")
-        return Target("ndif", host, found)
-    return Target("self-hosted", check_host(remote), found)
+    if not found:
+        raise RemoteKeyError(
+            f"No NDIF API key: set {KEY_NAME}, add {KEY_NAME} = \"…\" to .streamlit/secrets.toml, or type it "
+            f"in the sidebar. Keys come from {NDIF_KEYS_PAGE}.")
+    return Target("ndif", host, found)
 
 
 def ndif_status(target: Target, timeout: float = 5.0) -> dict[str, str] | None:
