@@ -38,6 +38,11 @@ PAGES = {  # section -> (file, title, icon)
         ("views/intervene/patchscopes.py", "Patchscopes", ":material/troubleshoot:"),
         ("views/intervene/steering.py", "Steering", ":material/alt_route:"),
     ],
+    "Cause": [
+        ("views/cause/activation_patching.py", "Activation patching", ":material/healing:"),
+        ("views/cause/input_tokens.py", "Which input tokens mattered", ":material/highlight:"),
+        ("views/cause/block_writes.py", "What each block writes", ":material/stacked_bar_chart:"),
+    ],
 }
 HERE = Path(__file__).parent
 # The page scripts live in views/, not pages/: a pages/ folder makes Streamlit fall back to its

@@ -182,9 +182,32 @@ def altair_dict(chart) -> dict:
         return chart.to_dict()
 
 
+# Characters XML 1.0 forbids. vl-convert writes text marks into an SVG and parses it back; one such
+# character in a label (a byte token such as \x11 in a random or byte-level vocabulary) makes its Rust
+# code panic and ABORT the whole process, i.e. the server of every session. Every exported string is
+# scrubbed: a C0 control becomes its Unicode control picture (\x11 -> ␑), anything else U+FFFD.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_char(match: re.Match) -> str:
+    code = ord(match.group(0))
+    return chr(0x2400 + code) if code < 0x20 else "\ufffd"
+
+
+def xml_safe(value):
+    """`value` (a spec: dicts, lists, strings, numbers) with every string fit for XML."""
+    if isinstance(value, str):
+        return _NOT_XML.sub(_xml_char, value)
+    if isinstance(value, dict):
+        return {xml_safe(k): xml_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(xml_safe(v) for v in value)
+    return value
+
+
 def chart_spec(chart) -> dict:
-    """Vega-Lite dict of an Altair chart or of a spec dict, ready for vl-convert."""
-    return export_spec(chart if isinstance(chart, dict) else altair_dict(chart))
+    """Vega-Lite dict of an Altair chart or of a spec dict, ready for vl-convert (strings XML-safe)."""
+    return xml_safe(export_spec(chart if isinstance(chart, dict) else altair_dict(chart)))
 
 
 def _svg_size(svg: str) -> tuple[float, float]:
@@ -200,13 +223,13 @@ def with_footer(svg: str, prov: Provenance) -> str:
     width, height = _svg_size(svg)
     width = max(width, 360.0)  # a tiny chart still gets a readable footer
     per_line = max(40, int(width / (FOOTER_FONT * 0.55)))
-    lines = [piece for line in prov.lines(max_value=300) for piece in textwrap.wrap(line, per_line)]
+    lines = [piece for line in prov.lines(max_value=300) for piece in textwrap.wrap(xml_safe(line), per_line)]
     line_height = FOOTER_FONT * 1.35
     footer = 8 + line_height * len(lines)
     total = height + footer
     texts = "".join(f'<text x="6" y="{height + 6 + line_height * (i + 1) - 3:.1f}">{escape(line)}</text>'
                     for i, line in enumerate(lines))
-    metadata = escape(json.dumps(prov.as_dict(), ensure_ascii=False))
+    metadata = escape(json.dumps(xml_safe(prov.as_dict()), ensure_ascii=False))
     return (f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
             f'width="{width:g}" height="{total:.0f}" viewBox="0 0 {width:g} {total:.0f}">'
             f"<metadata>{metadata}</metadata>"

@@ -210,17 +210,27 @@ def selectbox(label: str, options: list, key: str, default=None, **kwargs):
     return value
 
 
-def preset_buttons(presets: dict[str, str], target_key: str, label: str = "Presets from the lecture") -> None:
-    """A row of buttons; clicking one puts its text into the input `target_key`."""
+def preset_row(presets: dict[str, dict[str, str]], prefix: str, label: str = "Presets") -> None:
+    """A row of buttons; clicking one sets several inputs at once ({session key: value})."""
 
-    def use(text: str) -> None:
-        st.session_state[target_key] = text
+    def use(values: dict[str, str]) -> None:
+        st.session_state.update(values)
 
     st.caption(label)
     columns = st.columns(min(len(presets), 6))
-    for i, (name, text) in enumerate(presets.items()):
-        columns[i % len(columns)].button(name, key=f"{target_key}-preset-{i}", on_click=use, args=(text,),
+    for i, (name, values) in enumerate(presets.items()):
+        text = " / ".join(v for v in values.values() if v.strip())
+        columns[i % len(columns)].button(name, key=f"{prefix}-preset-{i}", on_click=use, args=(values,),
                                          help=text if len(text) <= 160 else text[:160] + "…", width="stretch")
+
+
+def preset_buttons(presets: dict[str, str], target_key: str, label: str = "Presets from the lecture",
+                   also: dict[str, dict[str, str]] | None = None) -> None:
+    """A row of buttons; clicking one puts its text into the input `target_key`.
+
+    `also` (optional): {preset name: {other input key: value}}, set by that preset as well."""
+    preset_row({name: {target_key: text, **(also or {}).get(name, {})} for name, text in presets.items()},
+               target_key, label)
 
 
 # ---------------------------------------------------------------- the model pickers

@@ -4,6 +4,7 @@ Screenshots are kept in artifacts/ for a person to look at.
 """
 
 import io
+import time
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,8 @@ def test_home_shows_both_model_cards(app_url):
         assert not page.console_errors, page.console_errors
 
 
-PAGES = ["architecture", "vocabulary", "embeddings", "hidden_states", "similarity", "logit_lens", "attention"]
+PAGES = ["architecture", "vocabulary", "embeddings", "hidden_states", "similarity", "logit_lens", "attention",
+         "activation_patching", "input_tokens", "block_writes"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -136,8 +138,10 @@ def test_downloads_hold_what_the_page_shows(app_url):
 
 
 def metric_values(page) -> dict[str, str]:
-    return dict(zip(page.locator('[data-testid="stMetricLabel"]').all_inner_texts(),
-                    page.locator('[data-testid="stMetricValue"]').all_inner_texts()))
+    """{label: value} of every st.metric, read per metric so that a half-drawn one cannot shift the pairs."""
+    return dict(page.evaluate("""() => [...document.querySelectorAll('[data-testid="stMetric"]')].map(m => [
+        m.querySelector('[data-testid="stMetricLabel"]')?.innerText ?? '',
+        m.querySelector('[data-testid="stMetricValue"]')?.innerText ?? ''])"""))
 
 
 def download(page, key: str) -> Path:
@@ -160,8 +164,13 @@ def test_exports_hold_the_numbers_the_page_shows(app_url):
     with browser_page() as page:
         page.goto(f"{app_url}/vocabulary")
         wait_until_idle(page, timeout=300)
-        shown = {k.strip(): int(v.replace(",", "")) for k, v in metric_values(page).items()
-                 if k.strip() in ("Only in A", "Shared", "Only in B")}
+        # CI once read the metrics while Streamlit was still swapping the overlap row in ("Only in A"
+        # missing, the others there): wait for all three before reading them
+        wanted = ("Only in A", "Shared", "Only in B")
+        deadline = time.time() + 60
+        while not set(wanted) <= {k.strip() for k in metric_values(page)} and time.time() < deadline:
+            page.wait_for_timeout(250)
+        shown = {k.strip(): int(v.replace(",", "")) for k, v in metric_values(page).items() if k.strip() in wanted}
         assert len(shown) == 3, metric_values(page)
 
         text = download(page, "csv-vocabulary_overlap_counts").read_text()

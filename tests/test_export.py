@@ -197,3 +197,29 @@ def test_presentation_style_enlarges_and_recolours_without_touching_the_data():
     svg = export.chart_svg(styled, PROV)
     colours = {c.lower() for c in re.findall(r'fill="(#[0-9a-fA-F]{6})"', svg)}
     assert {c.lower() for c in theme.OKABE_ITO[:3]} <= colours  # the bars are drawn in Okabe–Ito
+
+
+def test_control_characters_in_labels_export_instead_of_aborting_the_server():
+    """A byte token such as '\\x11' used to reach vl-convert as a text label: its Rust code panicked on
+    the non-XML character and aborted the process (the dashboard server of every session). Run in a
+    child process so that a regression fails this test instead of killing the test session."""
+    import subprocess
+
+    code = f"""
+import sys, xml.etree.ElementTree as ET
+sys.path.insert(0, {str(ROOT / "dashboard")!r})
+import altair as alt, pandas as pd, export
+from charts.lens import visible
+tokens = [chr(c) + "x" for c in range(32)] + ["\\x7f"]
+chart = alt.Chart(pd.DataFrame({{"token": tokens, "v": range(len(tokens))}})).mark_text().encode(
+    text="token:N", y="v:O", tooltip="token:N").properties(title="a\\x11title")
+prov = export.Provenance("Test", ("Model A: a",), (("k", "v\\x11"),), "2026-12-03", "v1", "http://x")
+svg = export.chart_svg(chart, prov)
+ET.fromstring(svg)
+assert "\\u2411x" in svg, "\\x11 is drawn as its control picture"
+assert export.chart_png(chart, prov)[:4] == b"\\x89PNG"
+assert all(ord(c) >= 32 and c != "\\x7f" for t in tokens for c in visible(t))
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

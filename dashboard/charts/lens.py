@@ -18,8 +18,10 @@ HEADER_PX = 150  # legend on top + slanted input-token labels
 
 
 def visible(text: str) -> str:
-    """Token text with its spaces and newlines made visible (a leading space matters: ' Paris')."""
-    return text.replace(" ", "·").replace("\n", "↵").replace("\t", "⇥")
+    """Token text with its spaces, newlines and other control characters made visible (a leading space
+    matters: ' Paris'; a byte token \x11 is drawn as its control picture ␑)."""
+    text = text.replace(" ", "·").replace("\n", "↵").replace("\t", "⇥")
+    return "".join(chr(0x2400 + ord(c)) if ord(c) < 0x20 else "␡" if c == "\x7f" else c for c in text)
 
 
 def lens_grid_chart(grid: pd.DataFrame) -> alt.Chart:

@@ -16,7 +16,15 @@ FOUR = "\n".join([
     "The company that makes iPads and AirPods is called apple",
     "I bought shares of apple, the company behind the iPhone",
 ])
-PRESETS = {"2 sentences: fruit vs company": TWO, "4 sentences: 2 fruit, 2 company": FOUR}
+MODEL_WORD = "\n".join([  # the explainer's example: the same word, two senses
+    "a machine learning model",
+    "we trained the model on a large dataset",
+    "a fashion model",
+    "the model walked down the runway in Paris",
+])
+PRESETS = {"2 sentences: fruit vs company": TWO, "4 sentences: 2 fruit, 2 company": FOUR,
+           "model: machine learning vs fashion": MODEL_WORD}
+PRESET_WORDS = {name: {"sim_word": "model" if name.startswith("model") else "apple"} for name in PRESETS}
 VALUES = {  # similarity_curves column -> label; the first is the default
     "normalized": "Normalized, all sentences",
     "pair_normalized": "Normalized, own two sentences",
@@ -46,7 +54,7 @@ st.markdown(
 
 sentences_text = ui.text_input(f"Sentences, one per line (2 to {MAX_SENTENCES})", key="sim_sentences",
                                default=TWO, area=True, height=130)
-ui.preset_buttons(PRESETS, "sim_sentences")
+ui.preset_buttons(PRESETS, "sim_sentences", also=PRESET_WORDS)
 word = ui.text_input("Word to follow", key="sim_word", default="apple")
 options = st.columns([1.1, 1.1, 1, 1, 1])
 value = options[0].radio("Similarity", list(VALUES), key="sim_value", format_func=VALUES.get,

@@ -9,7 +9,8 @@ from charts.embeddings import overlap_chart, projection_chart
 from core.weights.embeddings import (MAX_K, MAX_WORDS, arithmetic, nearest_tokens, neighbour_overlap, parse_word_groups,
                              project_words, resolve_query, visible)
 
-QUERY_PRESETS = {"apple": "apple", "Apple": "Apple", "李": "李", "王": "王"}
+QUERY_PRESETS = {"apple": "apple", "Apple": "Apple", "李": "李", "王": "王",
+                 "leap": "leap", "jump": "jump", "skip": "skip", "hop": "hop"}  # the explainer's leap / jump / skip / hop
 ARITHMETIC_PRESETS = {  # label -> (a, b, c, the answer hoped for)
     "冷 − cold + small": ("冷", "cold", "small", "小"),
     "king − man + woman": ("king", "man", "woman", "queen"),
@@ -20,6 +21,8 @@ PROJECTION_PRESETS = {
                                 "Tech companies: Apple, Google, Microsoft, Amazon, Samsung, Intel",
     "Chinese / English word pairs": "Chinese: 貓, 狗, 蘋果, 國王, 水, 太陽, 冷, 小\n"
                                     "English: cat, dog, apple, king, water, sun, cold, small",
+    "leap / jump / skip / hop": "Jumping: leap, jump, skip, hop\n"
+                                "Other verbs: eat, read, sleep, write",
 }
 
 st.title("Embeddings: which tokens sit close together")
