@@ -304,3 +304,27 @@ def test_every_page(kind, folders, models):
         elif page == "patchscopes":  # one row per source layer for each model
             tables = [t.value for t in app.dataframe if "layer" in getattr(t.value, "columns", [])]
             assert [len(t) for t in tables[:2]] == [lm.num_layers, lm.num_layers]
+
+
+@pytest.mark.parametrize("kind", ARCHITECTURES + UNREADABLE)
+def test_hidden_state_l_is_the_input_of_block_l(kind, models):
+    """core's convention on every family, against the blocks' own inputs (pre-hooks written here): Mamba's
+    Hugging Face tuple holds block OUTPUTS with no embedding entry, which once shifted its lens by a layer."""
+    lm = models(kind)
+    seen = {}
+
+    def keep(layer):
+        def hook(module, args, kwargs):
+            seen.setdefault(layer, (args[0] if args else kwargs["hidden_states"])[0].clone())
+        return hook
+
+    handles = [block.register_forward_pre_hook(keep(l), with_kwargs=True) for l, block in enumerate(lm.parts.layers)]
+    try:
+        own_forward(lm)
+    finally:
+        for handle in handles:
+            handle.remove()
+    trace = run_trace(lm, PROMPT)
+    assert sorted(seen) == list(range(lm.num_layers))
+    for layer, expected in seen.items():
+        np.testing.assert_allclose(trace.hidden_states[layer], expected.float().numpy(), rtol=1e-5, atol=1e-5)

@@ -70,6 +70,9 @@ POSITION_TABLES = ("wpe", "embed_positions", "position_embeddings")
 MLP_WIDTH_NAMES = ("intermediate_size", "n_inner", "ffn_dim", "ffn_hidden_size")
 # Families that always use ALiBi without a config flag (Falcon says so with `alibi=True`).
 ALIBI_FAMILIES = ("bloom", "mpt")
+# Families whose `output_hidden_states` tuple holds the block OUTPUTS (then the normed last one), with no
+# embedding entry: Mamba's hidden_states[0] is block 0's output, not its input (transformers 5.23).
+BLOCK_OUTPUT_STATES = ("mamba", "mamba2", "falcon_mamba")
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class Layout:
     logit_multiplier: float | None  # logits = head(x) * this: Granite 1 / logits_scaling, Cohere logit_scale
     residual_multiplier: float | None = None  # Granite: h + residual_multiplier * sub-block output
     post_norm: bool = False  # OPT-350m: the residual stream itself is normalised after every block
+    states_skip_embedding: bool = False  # BLOCK_OUTPUT_STATES: Hugging Face's hidden_states start after block 0
 
     @property
     def has_attention(self) -> bool:
@@ -306,4 +310,5 @@ def read_layout(config, decoder: torch.nn.Module, layers: torch.nn.ModuleList,
         logit_softcap=_num(config, "final_logit_softcapping"), logit_multiplier=logit_multiplier(config),
         residual_multiplier=_num(config, "residual_multiplier"),
         post_norm=getattr(config, "do_layer_norm_before", True) is False,
+        states_skip_embedding=getattr(config, "model_type", "") in BLOCK_OUTPUT_STATES,
     )

@@ -93,17 +93,29 @@ def last_logits_only(lm: LoadedModel, length: int) -> dict:
 
 
 def _forward(lm: LoadedModel, input_ids: torch.Tensor):
-    """The model's output, and (OPT-350m only) the last hidden state before `project_out`, else None."""
+    """The model's output and its hidden states in core's convention (L + 1 tensors (1, T, H)).
+
+    Hugging Face's tuple already is that convention, except in two families, where the missing entry is
+    recorded as the input of a module: OPT-350m's last state before `project_out` (Hugging Face returns it
+    projected), and a state-space model's embedding output (BLOCK_OUTPUT_STATES: its tuple holds block
+    outputs, hidden_states[l] = the output of block l, so the embedding is the input of block 0 and the
+    last block's un-normed output is dropped).
+    """
     kwargs = dict(input_ids=input_ids, output_hidden_states=True, output_attentions=lm.num_heads > 0,
                   use_cache=False)
     kwargs.update(last_logits_only(lm, input_ids.shape[1]))
     project_out = lm.parts.project_out
+    if lm.parts.layout.states_skip_embedding:
+        with recorded_input(lm, lm.parts.layers[0]) as seen, torch.inference_mode():  # holds lm.lock
+            out = lm.model(**kwargs)
+        return out, (seen[-1], *out.hidden_states[:-2], out.hidden_states[-1])
     if project_out is None:
         with lm.lock, torch.inference_mode():
-            return lm.model(**kwargs), None
+            out = lm.model(**kwargs)
+        return out, out.hidden_states
     with recorded_input(lm, project_out) as seen, torch.inference_mode():  # holds lm.lock
         out = lm.model(**kwargs)
-    return out, seen[-1]
+    return out, (*out.hidden_states[:-1], seen[-1])
 
 
 def run_trace(lm: LoadedModel, prompt: str, max_tokens: int = MAX_TRACE_TOKENS) -> Trace:
@@ -121,7 +133,7 @@ def run_trace(lm: LoadedModel, prompt: str, max_tokens: int = MAX_TRACE_TOKENS) 
     # lm.device is where the embedding layer computes (the first GPU of a model spread by accelerate).
     input_ids = torch.tensor([ids], device=lm.device)
     try:
-        out, last_hidden = _forward(lm, input_ids)
+        out, entries = _forward(lm, input_ids)
     except torch.OutOfMemoryError:
         raise ModelLoadError(out_of_memory_message(lm, len(ids))) from None
     # No weights: a state-space model, or an attention implementation that does not expose them (sdpa and
@@ -129,7 +141,6 @@ def run_trace(lm: LoadedModel, prompt: str, max_tokens: int = MAX_TRACE_TOKENS) 
     weights = getattr(out, "attentions", None)
     readable = bool(weights) and all(w is not None for w in weights)
 
-    entries = out.hidden_states if last_hidden is None else (*out.hidden_states[:-1], last_hidden)
     hidden = torch.stack(entries)[:, 0].float().cpu().numpy()  # (L+1, T, H)
     attentions = None  # (L, heads, T, T)
     if readable:
