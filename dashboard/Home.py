@@ -44,6 +44,8 @@ PAGES = {  # section -> (file, title, icon)
         ("views/cause/block_writes.py", "What each block writes", ":material/stacked_bar_chart:"),
     ],
 }
+RUNS_REMOTE = {"views/home.py", "views/weights/architecture.py", "views/weights/vocabulary.py"}  # pages that
+# work with a model on NDIF; every other page shows such a model as a plain note in its column (ui.page_slots)
 HERE = Path(__file__).parent
 # The page scripts live in views/, not pages/: a pages/ folder makes Streamlit fall back to its
 # old automatic multipage mode for deep links (/attention), which skips this entry script.
@@ -56,7 +58,8 @@ navigation = {
 page = st.navigation(navigation)
 keys = ui.model_pickers()
 theme.presentation_switch()
-st.session_state["_slots"] = ui.load_slots(keys)
+FILES = {title: file for pages in PAGES.values() for file, title, _ in pages}
+st.session_state["_slots"] = ui.page_slots(ui.load_slots(keys), runs_remote=FILES.get(page.title) in RUNS_REMOTE)
 report.sidebar([(file, title) for pages in PAGES.values() for file, title, _ in pages if (HERE / file).exists()],
                page.title)
 export.begin_page(page.title, page.url_path)

@@ -44,8 +44,9 @@ import pandas as pd
 import streamlit as st
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL_KEYS = {"a", "b", "a_weights", "b_weights", "dtype_a", "dtype_b", "place_a", "place_b", "present"}  # URL keys
-# that pick the models (or the style): given by the model lines, not repeated as page inputs
+MODEL_KEYS = {"a", "b", "a_weights", "b_weights", "dtype_a", "dtype_b", "place_a", "place_b", "present",
+              "ndif_a", "ndif_b", "ndif_url_a", "ndif_url_b", "ndif_repo_a", "ndif_repo_b"}  # URL keys that pick
+# the models (or the style): given by the model lines, not repeated as page inputs
 ITEMS_KEY = "_export_items"  # session_state: what this page run drew, for the report
 PAGE_KEY = "_export_page"  # session_state: (title, url_path) of the page being run
 EXPORT_WIDTH = 640  # px, for charts that stretch to their column on the page (no width of their own)
@@ -99,12 +100,15 @@ def app_version() -> str:
 
 def _model_line(slot) -> str:
     if slot.lm is None:
-        return f"Model {slot.label}: {slot.key.source or '(none)'} (not loaded: {slot.error})"
+        state = "not shown" if slot.notice else "not loaded"
+        return f"Model {slot.label}: {slot.key.source or '(none)'} ({state}: {slot.error})"
     lm = slot.lm
     where = f"{lm.source.kind} {lm.source.location}" + (", GGUF dequantized" if lm.dequantized_from_gguf else "")
     weights = "" if lm.has_weights else ", config only"
     dtype = str(lm.dtype).removeprefix("torch.")
-    return f"Model {slot.label}: {slot.key.source} ({where}; {dtype}; {lm.device}{weights})"
+    remote = getattr(lm, "remote", None)  # a model on NDIF: where it runs (Target.describe never holds the key)
+    runs = f"; runs on {remote.target.describe()}" if remote is not None else ""
+    return f"Model {slot.label}: {slot.key.source} ({where}; {dtype}; {lm.device}{weights}{runs})"
 
 
 def _browser_url() -> str:

@@ -10,12 +10,20 @@ Caching rules (Streamlit's conventions):
 - Small results (DataFrames) use st.cache_data in the page modules.
 Every input that changes a view is mirrored in the URL query string, so a
 copied link reproduces the view.
+
+Remote models (NDIF, a self-hosted NDIF, nnsight's local simulation; core.remote): picked under
+"Where to put each model". The NDIF key typed in the sidebar is kept in this session only
+(never in the URL, never drawn again); the model's cache identity holds a salted hash of it.
+Pages that do not run remote models get that model's slot as a plain note (`page_slots`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +33,9 @@ from core import PRESETS, LoadedModel, ModelLoadError, Trace, load_model, run_tr
 from core.loading.store import ModelStore, TraceCache
 from core.loading.placement import PLACEMENTS, size_text
 from core.loading.sources import DEFAULT_PAIR
+from core.remote.connection import DEFAULT_HOST, KEY_NAME, secrets_key
+from core.remote.errors import host_secret, redact
+from core.remote.model import RemoteLoadedModel
 
 OTHER = "Other: hub id, folder or .gguf…"
 DTYPES = ["auto", "float32", "bfloat16"]
@@ -37,17 +48,28 @@ class ModelKey:
     source: str
     weights: bool = True
     dtype: str = "auto"
-    placement: str = "auto"  # core.loading.placement.PLACEMENTS: where the weights go
+    placement: str = "auto"  # core.loading.placement.PLACEMENTS, or REMOTE: where the weights go
+    remote: str = ""  # with REMOTE: "ndif" (NDIF's own service), "local" (nnsight's simulation) or a URL
+    ndif_repo_id: str = ""  # the hub id NDIF hosts it under, when the source does not say
+    key_digest: str = field(default="", repr=False)  # which typed NDIF key: a salted hash, never the key
+
+    @property
+    def is_remote(self) -> bool:
+        return self.placement == REMOTE
 
 
 @dataclass
 class Slot:
-    """One side of the comparison: 'A' or 'B', what was picked, and the model or the reason it failed."""
+    """One side of the comparison: 'A' or 'B', what was picked, and the model or the reason it failed.
+
+    notice: `error` is a plain note, not a failure (a remote model on a page that cannot run it yet).
+    """
 
     label: str
     key: ModelKey
     lm: LoadedModel | None
     error: str | None
+    notice: bool = False
 
     @property
     def title(self) -> str:
@@ -76,8 +98,12 @@ MAX_MODELS = 6
 TRACE_BUDGET_ENV = "LMSBS_TRACE_CACHE_BYTES"  # settable budget of the trace cache (bytes); else a share of free RAM
 
 
-def _load(key: ModelKey, progress, token: str | None = None) -> LoadedModel:
+def _load(key: ModelKey, progress, token: str | None = None, ndif_key: str | None = None) -> LoadedModel:
     dtype = None if key.dtype == "auto" else key.dtype
+    if key.is_remote:  # the simulation loads the weights here ("auto" placement); NDIF builds on meta
+        return load_model(key.source, dtype=dtype, token=token, progress=progress, device_map="auto",
+                          remote=True if key.remote == "ndif" else key.remote, ndif_key=ndif_key,
+                          ndif_repo_id=key.ndif_repo_id or None)
     return load_model(key.source, weights=key.weights, dtype=dtype, token=token, progress=progress,
                       device_map=key.placement)
 
@@ -96,8 +122,8 @@ def model_store() -> ModelStore:
 
 
 def cached_model(key: ModelKey, progress=None) -> LoadedModel:
-    token = _secret_token()
-    return model_store().get(key, progress, load=lambda k, report: _load(k, report, token))
+    token, ndif_key = _secret_token(), typed_ndif_key(key)
+    return model_store().get(key, progress, load=lambda k, report: _load(k, report, token, ndif_key))
 
 
 @st.cache_resource
@@ -123,11 +149,10 @@ def cached_trace(key: ModelKey, prompt: str) -> Trace:
 def cache_contents() -> tuple[pd.DataFrame, str]:
     """What the caches hold: one row per loaded model (bytes, placement, loads), and the traces in words."""
     store, traces = model_store(), trace_store()
-    rows = [{"model": key.source, "weights": "yes" if key.weights else "config only",
+    rows = [{"model": key.source, "weights": "yes" if lm.has_weights else "config only",
              "dtype": str(lm.dtype).removeprefix("torch."), "device": lm.device,
              "size": size_text(lm.weight_bytes) if lm.has_weights else "0 (meta device)",
-             "placement": lm.plan.describe() if lm.plan is not None else f"all on {lm.device}",
-             "times loaded": store.loads_started[key]}
+             "placement": placement_text(lm), "times loaded": store.loads_started[key]}
             for key, lm in store.models().items()]
     rows += [{"model": key.source, "weights": "loading…", "placement": message,
               "times loaded": store.loads_started[key]}
@@ -135,6 +160,12 @@ def cache_contents() -> tuple[pd.DataFrame, str]:
     words = (f"Traces: {len(traces)} cached, {size_text(traces.nbytes)} of a {size_text(traces.budget_bytes)} "
              f"budget ({traces.evicted} evicted so far, least recently used first).")
     return pd.DataFrame(rows), words
+
+
+def placement_text(lm: LoadedModel) -> str:
+    if isinstance(lm, RemoteLoadedModel) and lm.remote is not None:
+        return f"runs on {lm.remote.target.describe()}"
+    return lm.plan.describe() if lm.plan is not None else f"all on {lm.device}"
 
 
 def trace_budget_gib() -> float:
@@ -275,18 +306,137 @@ def model_pickers() -> tuple[ModelKey, ModelKey]:
                                 help="auto: float32 for small models, bfloat16 above 1 B parameters")
                       for label, _, _ in keys]
         with st.expander("Where to put each model"):
-            places = [selectbox(f"Model {label} weights", list(PLACEMENTS), key=f"place_{label.lower()}",
-                                format_func=PLACE_NAMES.get, help=PLACE_HELP)
-                      for label, _, _ in keys]
-    return tuple(ModelKey(source, weights, dtype, place)
-                 for (_, source, weights), dtype, place in zip(keys, dtypes, places))
+            places = [_place_picker(label) for label, _, _ in keys]
+    return tuple(_model_key(source, weights, dtype, place, remote)
+                 for (_, source, weights), dtype, (place, remote) in zip(keys, dtypes, places))
 
 
+REMOTE = "remote"  # the placement that runs a model on NDIF (core.remote) instead of here
 PLACE_NAMES = {"auto": "auto: GPUs, then CPU RAM, then disk", "gpu": "GPU only", "cpu": "CPU only",
-               "disk": "offload the layers to disk"}
+               "disk": "offload the layers to disk", REMOTE: "NDIF (remote)"}
 PLACE_HELP = ("auto spreads a model that does not fit one GPU over several GPUs, then CPU RAM, then disk "
               "(slow but it runs). GPU only / CPU only refuse what does not fit. Offload to disk keeps "
-              "only the embeddings and head in memory and reads each layer from disk on every prompt.")
+              "only the embeddings and head in memory and reads each layer from disk on every prompt. "
+              "NDIF runs the model on NDIF's GPUs through nnsight: only what a page shows comes back.")
+NDIF_MODES = {"ndif": "NDIF's own service", "url": "a self-hosted NDIF (its address)",
+              "local": "nnsight's local simulation of NDIF (on this machine)"}
+NDIF_KEYS = "_ndif_keys"  # session_state: {"a"/"b": the NDIF key typed in the sidebar}, this session only
+
+
+@dataclass(frozen=True)
+class RemotePick:
+    """What the sidebar says about a remote model: the remote= value, the hub id, the typed key's hash."""
+
+    remote: str  # "ndif", "local", a URL, or "" (a self-hosted NDIF without an address yet)
+    repo_id: str = ""
+    key_digest: str = ""
+
+
+def _model_key(source: str, weights: bool, dtype: str, place: str, remote: RemotePick | None) -> ModelKey:
+    if remote is None:
+        return ModelKey(source, weights, dtype, place)
+    # On NDIF the weights stay on NDIF's GPUs (config-only here); the simulation needs them here.
+    return ModelKey(source, remote.remote == "local", dtype, REMOTE, remote.remote, remote.repo_id,
+                    remote.key_digest)
+
+
+def _place_picker(label: str) -> tuple[str, RemotePick | None]:
+    place = selectbox(f"Model {label} weights", [*PLACEMENTS, REMOTE], key=f"place_{label.lower()}",
+                      format_func=PLACE_NAMES.get, help=PLACE_HELP)
+    return place, (_remote_picker(label) if place == REMOTE else None)
+
+
+def ndif_host() -> str:
+    """Where NDIF's own service is for this server (NDIF_HOST, else NDIF's default), credentials hidden."""
+    return redact(os.environ.get("NDIF_HOST") or DEFAULT_HOST)
+
+
+def _remote_picker(label: str) -> RemotePick:
+    """Which NDIF (its own service, a self-hosted one, nnsight's simulation), the hub id and the key."""
+    slot = label.lower()
+    mode = selectbox(f"Model {label} on", list(NDIF_MODES), key=f"ndif_{slot}",
+                     format_func=lambda m: f"{NDIF_MODES[m]} ({ndif_host()})" if m == "ndif" else NDIF_MODES[m])
+    if mode == "local":
+        st.caption(f"Model {label}: every request is serialized exactly as for NDIF and run on a copy loaded "
+                   "here (the weights are loaded).")
+        return RemotePick("local")
+    remote = "ndif"
+    if mode == "url":
+        remote = _url_input(f"Model {label}: address of the self-hosted NDIF", f"ndif_url_{slot}")
+    repo_id = text_input(f"Model {label}: its Hugging Face id on NDIF (optional)", key=f"ndif_repo_{slot}",
+                         placeholder="e.g. meta-llama/Llama-3.1-70B",
+                         help="Needed only for a local folder outside the Hugging Face cache: a preset or "
+                              "a hub id names itself.").strip()
+    st.caption(f"Model {label}: the weights stay on NDIF; this machine builds the architecture from the "
+               "config and reads the tokenizer (no weights, no memory).")
+    return RemotePick(remote, repo_id, key_digest(_key_field(label, mode)))
+
+
+def _url_input(label: str, key: str) -> str:
+    """A self-hosted NDIF's address; kept in the URL unless it carries user:password@ (then only here)."""
+    bound_value(key, "")
+    url = st.text_input(label, key=key, placeholder="https://ndif.example.org").strip()
+    remember_in_url(key, None if host_secret(url) else url)
+    return url
+
+
+def _keep_key(slot: str) -> None:
+    """on_change of the key field: keep the typed key in this session, then empty the field.
+
+    The field is emptied so the key is never sent back to the browser on a later rerun.
+    """
+    widget = f"ndif_key_{slot}"
+    typed = (st.session_state.get(widget) or "").strip()
+    if typed:
+        st.session_state.setdefault(NDIF_KEYS, {})[slot] = typed
+    st.session_state[widget] = ""
+
+
+def _forget_key(slot: str) -> None:
+    st.session_state.setdefault(NDIF_KEYS, {}).pop(slot, None)
+
+
+def _key_field(label: str, mode: str) -> str | None:
+    """The password field for model `label`'s NDIF key; returns the key typed in this session (or None)."""
+    slot = label.lower()
+    typed = st.session_state.get(NDIF_KEYS, {}).get(slot)
+    st.text_input(f"Model {label}: NDIF API key", key=f"ndif_key_{slot}", type="password",
+                  on_change=_keep_key, args=(slot,),
+                  placeholder="set for this session: type to replace" if typed else "paste the key",
+                  help="Kept for this session only; never shown again, never put into the URL, a file or "
+                       "a report. Keys come from https://login.ndif.us.")
+    if typed:
+        st.caption(f"Model {label}: using the key typed in this session.")
+        st.button("Forget the key", key=f"ndif_forget_{slot}", on_click=_forget_key, args=(slot,))
+    elif mode == "url":
+        st.caption(f"Model {label}: no key is sent. A self-hosted NDIF gets only a key typed here, never "
+                   f"this server's own {KEY_NAME}.")
+    elif os.environ.get(KEY_NAME, "").strip():
+        st.caption(f"Model {label}: using the key from the {KEY_NAME} variable.")
+    elif secrets_key():
+        st.caption(f"Model {label}: using {KEY_NAME} from .streamlit/secrets.toml.")
+    return typed
+
+
+@st.cache_resource
+def _key_salt() -> bytes:
+    """A random salt of this server (never written anywhere), so a key's hash says nothing of the key."""
+    return secrets.token_bytes(32)
+
+
+def key_digest(key: str | None) -> str:
+    """The cache identity of a typed NDIF key: a salted hash ("" for none)."""
+    return hmac.new(_key_salt(), key.encode(), hashlib.sha256).hexdigest()[:24] if key else ""
+
+
+def typed_ndif_key(key: ModelKey) -> str | None:
+    """The key typed in this session whose hash `key` carries (None: no typed key, or another session's)."""
+    if not key.key_digest:
+        return None
+    for typed in st.session_state.get(NDIF_KEYS, {}).values():
+        if key_digest(typed) == key.key_digest:
+            return typed
+    return None
 
 
 def placement_caption(slot: Slot) -> str | None:
@@ -302,6 +452,10 @@ def load_slots(keys: tuple[ModelKey, ModelKey]) -> list[Slot]:
         if not key.source:
             slots.append(Slot(label, key, None, "No model chosen: type a hub id, folder or .gguf file."))
             continue
+        if key.is_remote and not key.remote:
+            slots.append(Slot(label, key, None, f"Model {label} runs on a self-hosted NDIF: type its address "
+                                                "under 'Where to put each model' in the sidebar."))
+            continue
         bar = st.empty()
 
         def progress(fraction: float, message: str, bar=bar, label=label) -> None:
@@ -309,13 +463,40 @@ def load_slots(keys: tuple[ModelKey, ModelKey]) -> list[Slot]:
 
         try:
             slots.append(Slot(label, key, cached_model(key, progress), None))
-        except ModelLoadError as error:
-            slots.append(Slot(label, key, None, str(error)))
+        except ModelLoadError as error:  # core redacts the key; said again here, whatever the message
+            slots.append(Slot(label, key, None, redact(error, typed_ndif_key(key))))
         bar.empty()
     with st.sidebar:  # the placement plan, under the pickers
         for caption in filter(None, map(placement_caption, slots)):
             st.caption(caption)
     return slots
+
+
+def remote_of(lm: LoadedModel | None):
+    """The core.remote.model.RemoteModel of a remote model (None for a model that runs here)."""
+    return lm.remote if isinstance(lm, RemoteLoadedModel) else None
+
+
+def page_slots(slots: list[Slot], runs_remote: bool) -> list[Slot]:
+    """The slots a page gets: on a page that does not run remote models, a remote one becomes a plain note.
+
+    Every page already draws a slot without a model as its message in that model's column, so
+    this one place covers them all.
+    """
+    if runs_remote:
+        return slots
+    out = []
+    for slot in slots:
+        remote = remote_of(slot.lm)
+        if remote is None:
+            out.append(slot)
+            continue
+        where = "" if remote.target.mode == "ndif" else f" (here: {remote.target.describe()})"
+        out.append(Slot(slot.label, slot.key, None,
+                        f"Model {slot.label} runs on NDIF; this page does not run remote models yet{where}. "
+                        "Home, Architecture and Vocabulary work with it; to use this page, pick another "
+                        "place under 'Where to put each model' in the sidebar.", notice=True))
+    return out
 
 
 def current_slots() -> list[Slot]:
@@ -337,7 +518,7 @@ def side_by_side(render, slots: list[Slot] | None = None, need_weights: bool = F
         with column:
             st.subheader(slot.title)
             if slot.lm is None:
-                st.error(slot.error)
+                (st.info if slot.notice else st.error)(slot.error)
                 continue
             if need_weights and not slot.lm.has_weights:
                 st.info(f"{short_name(slot.key.source)} is loaded from its config only: turn on 'Load the weights' "

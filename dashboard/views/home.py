@@ -3,6 +3,7 @@
 import pandas as pd
 import streamlit as st
 
+import remote_ui
 import ui
 from core.model.errors import UnsupportedArchitecture
 from core.weights.card import model_card
@@ -31,6 +32,8 @@ if cards:
     table.index.name = "Fact"
     st.table(table)
     ui.download_csv(table.reset_index(), "model_cards.csv")
+
+remote_ui.remote_section(slots)
 
 st.header("What each page shows")
 st.markdown(

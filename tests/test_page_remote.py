@@ -1,0 +1,210 @@
+"""App tier: a model on NDIF (issue 18, loading) in the sidebar, on Home, on the weight pages and elsewhere.
+
+Model A is the tiny random Llama (tests/tiny.py) on nnsight's local simulation of NDIF, or on an
+NDIF that cannot be reached (a closed port on 127.0.0.1: no NDIF is reachable from these
+machines); model B is the default embedded Gemma 3 270M, run here. What is real: the sidebar,
+the cached model store, core's remote loading (meta device for a URL, weights for the
+simulation), nnsight's simulation and nnsight's own client failing to connect.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.remote import connection
+from core.remote.budget import lens_page_bytes
+from tests.apptest import assert_clean, run_page
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dashboard"))
+import export  # noqa: E402
+import report  # noqa: E402
+
+pytestmark = [pytest.mark.app, pytest.mark.embedded]  # model B: the embedded Gemma 3 270M
+
+KEY = "ndif-FAKE-k3y-Qz7Wv19Xr"  # distinctive: wherever it shows up, it leaked
+REPO = "org/tiny-llama"
+NOTE = "Model A runs on NDIF; this page does not run remote models yet"
+GEMMA_PARAMS = "268,098,176"
+TINY_PARAMS = "38,112"
+
+
+@pytest.fixture(autouse=True)
+def no_ambient_key(monkeypatch, tmp_path):
+    """No NDIF key or host from this machine: each test says where its key comes from."""
+    monkeypatch.delenv("NDIF_API_KEY", raising=False)
+    monkeypatch.delenv("NDIF_HOST", raising=False)
+    monkeypatch.setattr(connection, "SECRETS_FILE", tmp_path / "no-secrets.toml")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, tiny_folders):
+    """A copy of the tiny Llama of this module only: its models are new to the server's model store."""
+    return str(shutil.copytree(tiny_folders["llama"], tmp_path_factory.mktemp("remote-app") / "tiny-llama"))
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # nothing listens there once the socket is closed
+
+
+def tables_text(app) -> str:
+    return " ".join(t.value.to_csv() for t in [*app.table, *app.dataframe])
+
+
+def remote_facts(app) -> dict[str, str]:
+    """Home's table of the remote model (the one whose index holds "Runs on")."""
+    for table in app.table:
+        if "Runs on" in table.value.index:
+            return table.value.iloc[:, 0].to_dict()
+    raise AssertionError("Home shows no remote model")
+
+
+def link_query(app) -> dict[str, str]:
+    """The page's query string as a copied link holds it."""
+    return {key: (value[0] if isinstance(value, list) else value) for key, value in app.query_params.items()}
+
+
+def messages(app, kind: str) -> list[str]:
+    return [m.value for m in getattr(app, kind)]
+
+
+def everything_shown(app) -> list[str]:
+    """Every element of the page and the sidebar as its protobuf text: values, labels, placeholders, help."""
+    out = []
+
+    def walk(node):
+        for child in getattr(node, "children", {}).values():
+            proto = getattr(child, "proto", None)
+            if proto is not None:
+                out.append(str(proto))
+            walk(child)
+
+    walk(app._tree)
+    return out
+
+
+def exported(app) -> list[str]:
+    """The page's export items as their files would hold them: provenance, CSVs, and its report section."""
+    items = app.session_state[export.ITEMS_KEY]
+    out = []
+    for item in items:
+        out += [*item.prov.lines(), str(item.prov.as_dict())]
+        if item.table is not None:
+            out.append(export.csv_bytes(item.table, item.prov, item.name).decode())
+    tables = [item for item in items if item.kind == "table"]  # the report's section (figures: SVG of the same prov)
+    out.append(report.page_section("page", tables + [item for item in items if item.kind != "table"][:1], 1))
+    return out
+
+
+def assert_no_key(app, where: str) -> None:
+    shown = everything_shown(app)
+    assert shown and not [text for text in shown if KEY in text], where
+    assert KEY not in str(dict(app.query_params)), where
+    assert not [text for text in exported(app) if KEY in text], where
+    assert KEY not in repr(app.session_state["_slots"]), where  # model keys hold a salted hash, not the key
+
+
+def test_simulated_model_on_home_weight_pages_and_a_page_that_cannot_run_it(folder):
+    """remote="local": Home's card before and after a request; Architecture and Vocabulary show both
+    models; Hidden states shows the plain note in A's column while B's figures draw."""
+    app = run_page(query={"a": folder, "place_a": "remote", "ndif_a": "local"})
+    assert_clean(app)
+    assert GEMMA_PARAMS in tables_text(app) and TINY_PARAMS in tables_text(app)  # both cards
+    facts = remote_facts(app)
+    assert facts["Runs on"] == "nnsight's local simulation of NDIF (on this machine)"
+    assert facts["Running on NDIF now"].startswith("not asked")
+    assert facts["Last request"] == "no request yet"
+
+    app.button(key="ndif_test_A").click().run()  # one request through nnsight's simulation of NDIF
+    assert_clean(app)
+    assert not messages(app, "error")
+    assert any(s.startswith("It answered: the next token after") for s in messages(app, "success"))
+    facts = remote_facts(app)
+    lm = app.session_state["_slots"][0].lm
+    assert facts["Last request"] == "completed"
+    assert facts["Bytes received"] == f"{lens_page_bytes(lm.config, k=5, last_only=True):,}"  # what NDIF would send
+    assert facts["Run time"].endswith(" s") and facts["Queue time"].startswith("none")
+    assert app.query_params["place_a"] in ("remote", ["remote"]) and app.query_params["ndif_a"] in ("local", ["local"])
+
+    for page in ("views/weights/architecture.py", "views/weights/vocabulary.py"):
+        app.switch_page(page).run()
+        assert_clean(app)
+        assert not messages(app, "error") and not [m for m in messages(app, "info") if NOTE in m], page
+        assert "Model A: tiny-llama" in tables_text(app) or "Model A: tiny-llama" in str(
+            [t.value.columns.tolist() for t in [*app.table, *app.dataframe]]), page
+    app.switch_page("views/weights/architecture.py").run()
+    assert TINY_PARAMS in tables_text(app) and GEMMA_PARAMS in tables_text(app)
+
+    app.switch_page("views/running/hidden_states.py").run()
+    assert_clean(app)
+    notes = [m for m in messages(app, "info") if m.startswith(NOTE)]
+    assert notes and "nnsight's local simulation of NDIF" in notes[0]
+    assert not messages(app, "error")
+    assert app.get("vega_lite_chart")  # model B's figures
+    items = app.session_state[export.ITEMS_KEY]
+    assert items and all("Model B: gemma-3-270m" in item.prov.models[1] for item in items)
+    assert all(f"(not shown: {NOTE}" in item.prov.models[0] for item in items)
+
+
+def test_key_never_shown_and_an_unreachable_self_hosted_ndif(folder):
+    """A key typed in the password field is used but shown nowhere; an NDIF that cannot be reached is
+    one plain message in A's column, and B keeps working."""
+    url = f"http://127.0.0.1:{closed_port()}"
+    query = {"a": folder, "place_a": "remote", "ndif_a": "url", "ndif_url_a": url, "ndif_repo_a": REPO}
+    app = run_page(query=query)
+    assert_clean(app)
+    assert any("no key is sent" in c.value for c in app.caption)  # the server's own key never goes to a typed URL
+    app.text_input(key="ndif_key_a").input(KEY).run()
+    assert_clean(app)
+    assert app.text_input(key="ndif_key_a").value == ""  # kept in the session, not sent back to the browser
+    assert any("using the key typed in this session" in c.value for c in app.caption)
+    lm = app.session_state["_slots"][0].lm
+    assert lm.remote.target.key == KEY and not lm.has_weights and lm.device == "meta"  # used, on the meta device
+    facts = remote_facts(app)
+    assert facts["Runs on"] == f"self-hosted NDIF at {url}" and facts["Hugging Face id on NDIF"] == REPO
+    assert facts["Running on NDIF now"].startswith(f"unknown: {url}/status did not answer")
+    assert facts["Last request"] == "no request yet"
+    assert_no_key(app, "Home")
+
+    app.button(key="ndif_test_A").click().run()
+    assert_clean(app)
+    column_a = app.columns[0]  # the first columns on Home: the remote models, A left
+    assert any(m.value.startswith(f"Offline: could not reach NDIF at {url}") for m in column_a.error)
+    assert GEMMA_PARAMS in tables_text(app)  # B's card still there
+    assert remote_facts(app)["Last request"] == "failed"
+    assert_no_key(app, "Home after the failed request")
+
+    for page in ("views/weights/architecture.py", "views/weights/vocabulary.py", "views/running/hidden_states.py"):
+        app.switch_page(page).run()
+        assert_clean(app)
+        assert app.session_state[export.ITEMS_KEY], page  # figures and tables whose files are checked
+        assert_no_key(app, page)
+    assert any(m.startswith(NOTE) for m in messages(app, "info")) and app.get("vega_lite_chart")
+
+    again = run_page(query=link_query(app))  # the copied link
+    assert_clean(again)
+    assert remote_facts(again)["Runs on"] == f"self-hosted NDIF at {url}"  # the pick is in the URL, the key is not
+    assert again.session_state["_slots"][0].lm.remote.target.key is None
+
+
+def test_ndif_service_takes_the_typed_key(folder, monkeypatch):
+    """NDIF's own service (NDIF_HOST, here a closed port): no key is a message in A's column; a typed
+    key loads the model and goes with its requests."""
+    host = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("NDIF_HOST", host)
+    app = run_page(query={"a": folder, "place_a": "remote", "ndif_a": "ndif", "ndif_repo_a": REPO})
+    assert_clean(app)
+    assert any(m.startswith("Model A") and "No NDIF API key" in m for m in messages(app, "error"))
+    assert GEMMA_PARAMS in tables_text(app)
+    app.text_input(key="ndif_key_a").input(KEY).run()
+    assert_clean(app)
+    assert remote_facts(app)["Runs on"] == f"NDIF at {host}"
+    app.button(key="ndif_test_A").click().run()
+    assert any(m.value.startswith(f"Offline: could not reach NDIF at {host}") for m in app.columns[0].error)
+    assert_no_key(app, "Home, NDIF's own service")
