@@ -177,8 +177,8 @@ def test_model_key_is_nnsights(meta_llama, monkeypatch):
 def test_simulation_lens_matches_local(folders, kind):
     """load_model(remote="local") + the lens inside nnsight's simulated NDIF request = core's own logit lens.
 
-    Mamba is left out: transformers' Mamba hidden_states start after block 0 (no embedding entry),
-    so core's local lens labels its rows one block late; the remote lens reads block inputs.
+    The last position only (Home's test request); the whole grid, the trajectories and Mamba:
+    tests/test_remote_lens.py.
     """
     local = load_model(str(folders[kind]), device="cpu")
     expected = last_position(logit_lens(local, PROMPT, k=5))  # before nnsight ever sees a module
@@ -269,14 +269,14 @@ def test_transport_faults(meta_llama):
         remote_lens_last(remote_model(meta_llama, url, key=KEY, repo_id=REPO), PROMPT)
     assert str(caught.value).startswith(f"Offline: could not reach NDIF at {url}")
 
-    canned = {"lens_ids": torch.arange(20).reshape(4, 5), "lens_probs": torch.linspace(0.9, 0.1, 20).reshape(4, 5)}
+    canned = {"lens": {"ids": torch.arange(20).reshape(4, 5), "probs": torch.linspace(0.9, 0.1, 20).reshape(4, 5)}}
     jobs = ["complete", "fail", "time-limit", "big", "bomb", "queued", "queued", "complete"]
     with FakeNDIF(jobs, result=canned, hosted=(REPO,), keys=(KEY,), max_requests=40, lifetime=40) as server:
         assert ndif_status(resolve_target(server.url)) == {REPO: "RUNNING"}
         lm = remote_model(meta_llama, server.url, key=KEY, repo_id=REPO)
         table = remote_lens_last(lm, PROMPT, k=5)  # a round trip: the canned result, decoded
-        assert table["token_id"].tolist() == canned["lens_ids"].ravel().tolist()
-        assert np.allclose(table["prob"], canned["lens_probs"].ravel().numpy())
+        assert table["token_id"].tolist() == canned["lens"]["ids"].ravel().tolist()
+        assert np.allclose(table["prob"], canned["lens"]["probs"].ravel().numpy())
         assert server.model_keys == [ndif_model_key(REPO)]
         assert lm.remote.last.outcome == "completed" and lm.remote.last.bytes_received > 0
         assert lm.remote.last.queue_seconds is not None

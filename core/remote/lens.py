@@ -1,27 +1,45 @@
-"""The logit lens of a remote model, reduced inside the trace: only top-k ids and probabilities come back.
+"""The logit lens of a remote model as ONE job: captured and reduced where the model runs.
 
-What is captured (the same rows core.running.lens decodes): hidden_states[l] at the last position
-for l = 0..L, read as the input of block l (l < L) and the output of the final norm (l = L; the last
-block's output where there is no final norm). How it is reduced: core.remote.reduce.lens_top_k, the
-function the local path can call too. The whole page is one NDIF job (`session`), and
-(L + 1) x k ids and probabilities come back: 127 x 10 x 12 bytes for Llama-3.1-405B.
+What is captured: hidden_states[l] for l = 0..L at every position, read as the input of block l
+(l < L) and the output of the final norm (l = L; the last block's output where there is no final
+norm): the same rows core.running.trace records. How they are reduced: the local lens's own code,
+core.running.lens_reduce.lens_request (shipped by value with the request, nnsight.register), with
+the options core.running.lens decides for this model (head_options). So there is no second lens
+written for nnsight: core.running.lens.logit_lens / token_trajectory call these functions for a
+remote model, and only the top-k ids and probabilities (and a trajectory's ranks and probabilities)
+come back: ((L + 1) x T x k) x 12 bytes, 182,880 for Llama-3.1-405B at 12 tokens and k = 10.
+
+nnsight is imported when the first job is built, not when core is imported.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import nnsight
 import pandas as pd
 import torch
 
 import core.remote.reduce as reduce
+import core.running.lens_reduce as shared
 from core.remote.jobs import result_bytes
 from core.remote.model import RemoteLoadedModel, RemoteModel
-from core.remote.reduce import first, lens_top_k
-from core.running.trace import MAX_TRACE_TOKENS
-from core.text.tokens import display_token, encode
+from core.remote.reduce import first
+from core.running.lens_reduce import BLOCK_BYTES, ROWS_PER_PASS, VOCAB_BLOCK, lens_request, never
+from core.running.lens_table import top_k_table
+from core.running.trace import MAX_TRACE_TOKENS, Trace
+from core.text.tokens import encode, require_tokenizer
 
-nnsight.register(reduce)  # shipped by value with every request: the server has no `core`
+_REGISTERED: list = []  # nnsight, once its modules to ship are registered
+
+
+def _nnsight():
+    """nnsight, with the modules our traces call registered to be shipped by value (the server has no `core`)."""
+    if not _REGISTERED:
+        import nnsight
+
+        nnsight.register(shared)
+        nnsight.register(reduce)
+        _REGISTERED.append(nnsight)
+    return _REGISTERED[0]
 
 
 def module_path(root, module) -> str:
@@ -43,58 +61,81 @@ def lens_envoys(rm: RemoteModel):
     return envoy(parts.layers), envoy(parts.final_norm), envoy(parts.project_out), envoy(parts.lm_head)
 
 
-def prompt_ids(rm: RemoteModel, prompt: str) -> torch.Tensor:
-    """(1, T) token ids exactly as core's run_trace makes them (BOS included, cut at MAX_TRACE_TOKENS)."""
-    ids, _ = encode(rm.lm, prompt)
-    return torch.tensor([ids[:MAX_TRACE_TOKENS]])
+def prompt_ids(lm, prompt: str | Trace) -> list[int]:
+    """A remote model's input: the token ids run_trace makes of `prompt` (BOS included, cut at
+    MAX_TRACE_TOKENS), or a Trace's own (its hidden states are not needed: the job recomputes them there)."""
+    if isinstance(prompt, Trace):
+        return [int(i) for i in prompt.token_ids]
+    require_tokenizer(lm)
+    if not prompt or not prompt.strip():
+        raise ValueError("The prompt is empty: type some text.")
+    return encode(lm, prompt)[0][:MAX_TRACE_TOKENS]
 
 
-def remote_lens_last(lm: RemoteLoadedModel, prompt: str, k: int = 5, *, budget: int | None = None,
-                     time_limit: float | None = None) -> pd.DataFrame:
-    """Top-k next tokens at the LAST position of every layer, computed where the model runs (one job).
+def lens_job(lm: RemoteLoadedModel, ids: list[int], *, head: dict, grid: dict | None = None,
+             trajectory: dict | None = None, budget: int | None = None,
+             time_limit: float | None = None) -> dict[str, np.ndarray]:
+    """Run lens_request for token `ids` (T,) where `lm` runs, as one NDIF job; its values as NumPy arrays.
 
-    Columns as core.running.lens.logit_lens (restricted to the last position): layer, position,
-    rank, token, token_id, prob. Raises RemoteError (core.remote.errors) with a plain message.
+    head: core.running.lens.head_options(lm, row counts); grid / trajectory: as lens_request takes
+    them. Raises RemoteError (core.remote.errors) with a plain message, also for a result over `budget`.
     """
+    nnsight = _nnsight()
     rm = lm.remote
-    layout = lm.parts.layout
-    k = max(1, min(int(k), rm.lm.vocab_size))
-    ids = prompt_ids(rm, prompt)  # (1, T)
-    layers, norm, project_out, head = lens_envoys(rm)
+    layers, norm, project_out, lm_head = lens_envoys(rm)
     count = len(layers)
-    multiplier, softcap = layout.logit_multiplier, layout.logit_softcap
+    input_ids = torch.tensor([ids])  # (1, T)
+    own = trajectory is not None and trajectory["target_id"] is None and trajectory["position"] == len(ids) - 1
+    what = " and ".join(name for name, asked in (("logit lens", grid), ("trajectory", trajectory)) if asked)
     options = {key: value for key, value in (("budget", budget), ("time_limit", time_limit)) if value is not None}
-    job = rm.new_job(f"logit lens, {ids.shape[1]} tokens", **options)
+    job = rm.new_job(f"{what}, {len(ids)} tokens", **options)
     nn = rm.nn
 
     def work():
         with nn.session(backend=rm.backend(job)):
-            with nn.trace(ids):
-                rows = [layers[layer].input[0, -1] for layer in range(count)]  # hidden_states[l], (H,) each
-                last = norm.output if norm is not None else first(layers[count - 1].output)
-                rows.append(last[0, -1])  # hidden_states[L]: already normed
-                top_ids, top_probs = lens_top_k(torch.stack(rows), 1 if norm is not None else 0, norm,
-                                                project_out, head, multiplier, softcap, k)
-                lens_ids = nnsight.save(top_ids.cpu())  # (L + 1, k) int64
-                lens_probs = nnsight.save(top_probs.cpu())  # (L + 1, k) float32
+            with nn.trace(input_ids):
+                states = [layers[layer].input for layer in range(count)]  # hidden_states[l], (1, T, H) each
+                states.append(norm.output if norm is not None else first(layers[count - 1].output))  # [L], normed
+                final = lm_head.output[0, -1] if own else None  # the model's own last logits (V,)
+                lens = nnsight.save(lens_request(states, final, norm=norm, project_out=project_out,
+                                                 head=lm_head, grid=grid, trajectory=trajectory, **head))
         if rm.target.is_simulation:  # nothing crossed a wire: measure what NDIF would have sent
-            size = result_bytes({"lens_ids": lens_ids, "lens_probs": lens_probs})
+            size = result_bytes({"lens": lens})
             job.check_bytes(size)
             job.stats.bytes_received = size
-        return lens_ids, lens_probs
+        return lens
 
-    lens_ids, lens_probs = rm.run(job, work)
-    return _table(rm, np.asarray(lens_ids), np.asarray(lens_probs), ids.shape[1] - 1)
+    values = rm.run(job, work)
+    return {name: np.asarray(value) for name, value in values.items()}
 
 
-def _table(rm: RemoteModel, ids: np.ndarray, probs: np.ndarray, position: int) -> pd.DataFrame:
-    entries, k = ids.shape
-    names = {i: display_token(rm.lm, int(i)) for i in np.unique(ids)}
-    return pd.DataFrame({
-        "layer": np.repeat(np.arange(entries), k),
-        "position": position,
-        "rank": np.tile(np.arange(1, k + 1), entries),
-        "token": [names[i] for i in ids.ravel()],
-        "token_id": ids.ravel().astype(np.int64),
-        "prob": probs.ravel().astype(np.float32),
-    })
+def remote_lens(lm: RemoteLoadedModel, ids: list[int], *, k: int, step: int, head: dict,
+                **job_options) -> dict[str, np.ndarray]:
+    """Top-k "ids" and "probs" ((L + 1) * T, k) of every (layer, position), layer-major, in one job."""
+    return lens_job(lm, ids, head=head, grid={"k": int(k), "step": int(step)}, **job_options)
+
+
+def remote_trajectory(lm: RemoteLoadedModel, ids: list[int], *, position: int, target_id: int | None, head: dict,
+                      **job_options) -> dict[str, np.ndarray]:
+    """"rank" and "prob" (L + 1,) of one token at one position, and its "target_id", in one job."""
+    return lens_job(lm, ids, head=head, trajectory={"position": int(position), "target_id": target_id},
+                    **job_options)
+
+
+def remote_lens_last(lm: RemoteLoadedModel, prompt: str, k: int = 5, *, budget: int | None = None,
+                     time_limit: float | None = None) -> pd.DataFrame:
+    """Top-k next tokens at the LAST position of every layer, in one job (Home's test request).
+
+    Columns as core.running.lens.logit_lens: layer, position, rank, token, token_id, prob. The head is
+    read in its own dtype (as on NDIF's GPUs): a 16-bit model simulated on this CPU may differ from
+    the local lens in the last bits (the local lens upcasts where measured faster).
+    """
+    ids = prompt_ids(lm, prompt)
+    k = max(1, min(int(k), lm.vocab_size))
+    layout = lm.parts.layout
+    head = {"multiplier": layout.logit_multiplier, "softcap": layout.logit_softcap, "upcast": never,
+            "vocab_block": VOCAB_BLOCK, "block_bytes": BLOCK_BYTES}
+    result = lens_job(lm, ids, head=head, grid={"k": k, "step": ROWS_PER_PASS, "last_only": True}, budget=budget,
+                      time_limit=time_limit)
+    entries = lm.num_layers + 1
+    return top_k_table(lm, np.arange(entries), np.full(entries, len(ids) - 1), result["ids"], result["probs"])

@@ -14,6 +14,13 @@ a long prompt, so the head is read one block of the vocabulary at a time and
 only each row's running top-k (and the log-sum-exp needed for its
 probabilities) is kept. On CPU a 16-bit head block may be upcast to fp32 first
 when that is measured to be faster (upcast_head).
+
+One description, local and remote (issue 18): how rows are finished, how the head is read and
+how rows are reduced is core.running.lens_reduce (torch only); this module decides the policies
+measured here (block sizes, upcast) and where the rows come from. A remote model (core.remote;
+`lm.remote` set) runs the same functions inside one nnsight job where the model is, from the
+prompt's token ids (a Trace is accepted for its token ids): no Trace of hidden states is made
+here (127 x T x 16,384 floats for Llama-3.1-405B), and only the top k come back.
 """
 
 from __future__ import annotations
@@ -29,11 +36,13 @@ import torch
 from core.model.loaded import LoadedModel
 from core.model.errors import ModelLoadError
 from core.text.tokens import display_token, require_tokenizer
+from core.remote.lens import prompt_ids, remote_lens, remote_trajectory
+from core.running import lens_reduce as shared
+# Rows per pass, head rows per CPU block, fp32 logit bytes per GPU block: read from here at each call.
+from core.running.lens_reduce import BLOCK_BYTES, ROWS_PER_PASS, VOCAB_BLOCK  # noqa: F401 (tests set them here)
+from core.running.lens_table import first_top1_layer, last_position_table, lens_grid, top_k_table  # noqa: F401
 from core.running.trace import Trace, run_trace
 
-ROWS_PER_PASS = 4_096  # hidden rows decoded per pass over the head (a 512-token, 28-layer prompt: 4 passes)
-VOCAB_BLOCK = 2_048  # head rows per block on CPU: an fp32 copy of one (25 MB at hidden 3,072) stays in cache
-BLOCK_BYTES = 256 * 2**20  # on GPUs, blocks grow until a block's fp32 logits reach this (and an offloaded head's)
 PROBE_ROWS = (16, 128)  # row counts at which upcast_head times the two head paths
 
 
@@ -41,6 +50,11 @@ def _trace(lm: LoadedModel, prompt: str | Trace) -> Trace:
     if not lm.has_weights:  # also when handed another model's trace: a meta head has no values to decode with
         raise ModelLoadError(f"{lm.name} was loaded from its config only: load its weights to decode hidden states.")
     return prompt if isinstance(prompt, Trace) else run_trace(lm, prompt)
+
+
+def _is_remote(lm: LoadedModel) -> bool:
+    """A core.remote model: its forward passes run where lm.remote says (NDIF or its local simulation)."""
+    return getattr(lm, "remote", None) is not None
 
 
 def softcap(lm: LoadedModel) -> float | None:
@@ -119,30 +133,30 @@ def upcast_head(device: torch.device | str, dtype: torch.dtype, rows: int, hidde
     return _HEAD_COSTS[key].upcast_faster(rows)
 
 
+def head_options(lm: LoadedModel, sizes=None) -> dict:
+    """head_blocks' options for this model: what it does to its logits, block sizes, the upcast rule.
+
+    sizes=None: the upcast is decided here for each row count (upcast_head). Row counts given
+    (a remote job): decided for each of them now, on this copy of the head, and shipped as a table;
+    on the meta device (NDIF's GPUs) that is "never".
+    """
+    layout, weight = lm.parts.layout, lm.lm_head.weight  # (V, H)
+
+    def upcast(rows: int) -> bool:
+        return upcast_head(weight.device, weight.dtype, rows, weight.shape[1])
+
+    rule = upcast if sizes is None else {int(n): upcast(int(n)) for n in sizes}.get
+    return {"multiplier": layout.logit_multiplier, "softcap": layout.logit_softcap, "upcast": rule,
+            "vocab_block": VOCAB_BLOCK, "block_bytes": BLOCK_BYTES}
+
+
 def head_blocks(lm: LoadedModel, x: torch.Tensor):
     """Yield (first token id, logits (rows, block) fp32) over the vocabulary, for finished rows x (rows, H).
 
-    The logits are what the model itself returns: its head, then Granite's scaling / Gemma's
-    soft-cap (core/model/parts.py). Block by block so that no (rows, vocab) table is ever built, and
-    so that an upcast copy of the head exists one cache-sized block at a time; upcast, the
-    product is the 16-bit head's computed exactly in fp32 (the model itself rounds it to bf16).
+    core.running.lens_reduce.head_blocks with this model's options: what the model itself returns
+    (its head, then Granite's scaling / Gemma's soft-cap), one vocabulary block at a time.
     """
-    head = lm.lm_head
-    weight, bias = head.weight, head.bias  # (V, H), (V,) or None
-    if weight.device.type == "meta":  # offloaded by accelerate: only the head's own forward can read it
-        yield 0, lm.parts.adjust_logits(head(x).float())
-        return
-    x = x.to(weight.device)  # the head may sit on another GPU than the embeddings (a model spread over GPUs)
-    rows = x.shape[0]
-    upcast = upcast_head(weight.device, weight.dtype, rows, weight.shape[1])
-    block = VOCAB_BLOCK if weight.device.type == "cpu" else max(VOCAB_BLOCK, BLOCK_BYTES // (4 * rows))
-    inputs = x.float() if upcast else x
-    for start in range(0, weight.shape[0], block):
-        w = weight[start:start + block]  # (block, H), a view
-        logits = inputs @ w.float().T if upcast else torch.nn.functional.linear(x, w).float()  # (rows, block)
-        if bias is not None:
-            logits += bias[start:start + block].float()
-        yield start, lm.parts.adjust_logits(logits)
+    yield from shared.head_blocks(x, lm.lm_head, **head_options(lm))
 
 
 def finish_rows(lm: LoadedModel, hidden: torch.Tensor, normed: bool) -> torch.Tensor:
@@ -152,7 +166,7 @@ def finish_rows(lm: LoadedModel, hidden: torch.Tensor, normed: bool) -> torch.Te
     it), and OPT-350m's project_out always.
     """
     x = hidden.to(device=lm.device, dtype=lm.dtype)  # (rows, H)
-    return lm.parts.finish(x, normed=normed)
+    return shared.finish(x, normed, lm.parts.final_norm, lm.parts.project_out)
 
 
 def decode_rows(lm: LoadedModel, hidden: torch.Tensor, normed: bool) -> torch.Tensor:
@@ -161,22 +175,21 @@ def decode_rows(lm: LoadedModel, hidden: torch.Tensor, normed: bool) -> torch.Te
 
 
 def top_k_and_lse(lm: LoadedModel, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(top-k logits (rows, k), their token ids (rows, k), log-sum-exp (rows,)) of finished rows x.
+    """(top-k logits (rows, k), their token ids (rows, k), log-sum-exp (rows,)) of finished rows x."""
+    return shared.top_k_and_lse(head_blocks(lm, x), k)
 
-    One pass over the head's blocks, merging each block's top k into the running top k and its
-    log-sum-exp into the running one (the online softmax of Milakov & Gimelshein 2018).
+
+def pass_rows(lm: LoadedModel, chunk_rows: int | None = None) -> int:
+    """Hidden rows finished and decoded per pass over the head.
+
+    An offloaded head yields its whole (rows, vocab) logits at once: its rows are bounded by BLOCK_BYTES.
     """
-    top = ids = lse = None
-    for start, logits in head_blocks(lm, x):
-        block_top, block_ids = torch.topk(logits, min(k, logits.shape[1]), dim=-1)  # (rows, <=k)
-        block_lse = torch.logsumexp(logits, dim=-1)  # (rows,)
-        if top is None:
-            top, ids, lse = block_top, block_ids + start, block_lse
-            continue
-        merged, merged_ids = torch.cat([top, block_top], 1), torch.cat([ids, block_ids + start], 1)
-        top, pick = torch.topk(merged, min(k, merged.shape[1]), dim=-1)
-        ids, lse = torch.gather(merged_ids, 1, pick), torch.logaddexp(lse, block_lse)
-    return top, ids, lse
+    offloaded = lm.lm_head.weight.device.type == "meta"
+    return chunk_rows or (max(1, BLOCK_BYTES // (4 * lm.vocab_size)) if offloaded else ROWS_PER_PASS)
+
+
+def _numpy_rows(flat: np.ndarray, lo: int, hi: int) -> torch.Tensor:
+    return torch.from_numpy(np.array(flat[lo:hi]))  # a copy: the trace stays read-only
 
 
 def _chunks(lm: LoadedModel, trace: Trace, chunk_rows: int | None):
@@ -186,16 +199,10 @@ def _chunks(lm: LoadedModel, trace: Trace, chunk_rows: int | None):
     """
     entries, T, H = trace.hidden_states.shape
     flat = trace.hidden_states.reshape(-1, H)  # (entries*T, H), a read-only view
-    last_start = (entries - 1) * T  # rows of the last entry already have the final norm
-    # An offloaded head yields its whole (rows, vocab) logits at once: bound the rows to BLOCK_BYTES.
-    offloaded = lm.lm_head.weight.device.type == "meta"
-    step = chunk_rows or (max(1, BLOCK_BYTES // (4 * lm.vocab_size)) if offloaded else ROWS_PER_PASS)
-    for start in range(0, entries * T, step):
-        stop = min(start + step, entries * T)
-        parts = [(lo, hi, lo >= last_start) for lo, hi in ((start, min(stop, last_start)),
-                                                            (max(start, last_start), stop)) if lo < hi]
-        x = torch.cat([finish_rows(lm, torch.from_numpy(np.array(flat[lo:hi])), normed)
-                       for lo, hi, normed in parts])  # (rows, H), finished
+    parts = lm.parts
+    for start, stop, x in shared.finished_chunks(flat, entries * T, (entries - 1) * T, pass_rows(lm, chunk_rows),
+                                                 device=lm.device, dtype=lm.dtype, norm=parts.final_norm,
+                                                 project_out=parts.project_out, read=_numpy_rows):
         rows = np.arange(start, stop)
         yield rows // T, rows % T, x
 
@@ -204,45 +211,28 @@ def logit_lens(lm: LoadedModel, prompt: str | Trace, k: int = 5, *, chunk_rows: 
     """Top-k next tokens of every (layer, position), as the model would predict if it stopped there.
 
     Columns: layer (0 = embeddings), position, rank (1 = top), token (readable), token_id, prob.
+    A remote model (core.remote) reduces the whole grid where it runs, in one job, from the prompt
+    (or a Trace's token ids: its hidden states are not needed); only the top k come back.
     """
+    if _is_remote(lm):
+        ids = prompt_ids(lm, prompt)
+        k = max(1, min(int(k), lm.vocab_size))
+        total = (lm.num_layers + 1) * len(ids)
+        step = pass_rows(lm, chunk_rows) if lm.has_weights else chunk_rows or ROWS_PER_PASS  # NDIF's head: on GPUs
+        result = remote_lens(lm, ids, k=k, step=step, head=head_options(lm, {min(step, total), total % step or step}))
+        return top_k_table(lm, *np.divmod(np.arange(total), len(ids)), result["ids"], result["probs"])
     trace = _trace(lm, prompt)
     k = max(1, min(int(k), lm.vocab_size))
     layers, positions, ids, probs = [], [], [], []
     with lm.lock, torch.inference_mode():
         for layer, position, x in _chunks(lm, trace, chunk_rows):
-            top, top_ids, lse = top_k_and_lse(lm, x, k)  # (rows, k), (rows, k), (rows,)
+            top_ids, top_probs = shared.top_k_probs(x, k, lm.lm_head, **head_options(lm))  # (rows, k) each
             layers.append(layer)
             positions.append(position)
             ids.append(top_ids.cpu().numpy())
-            probs.append(torch.exp(top - lse[:, None]).cpu().numpy())  # only the top-k probabilities are kept
-    ids, probs = np.concatenate(ids), np.concatenate(probs)  # (rows, k)
-    rows = ids.shape[0]
-    names = {i: display_token(lm, int(i)) for i in np.unique(ids)}
-    return pd.DataFrame({
-        "layer": np.repeat(np.concatenate(layers), k),
-        "position": np.repeat(np.concatenate(positions), k),
-        "rank": np.tile(np.arange(1, k + 1), rows),
-        "token": [names[i] for i in ids.ravel()],
-        "token_id": ids.ravel(),
-        "prob": probs.ravel(),
-    })
-
-
-def lens_grid(table: pd.DataFrame, trace: Trace, num_layers: int) -> pd.DataFrame:
-    """The top-1 rows of a lens table with the input token of each position and relative depth added."""
-    top = table[table["rank"] == 1].copy()
-    top["input_token"] = [trace.tokens[p] for p in top["position"]]
-    top["relative_depth"] = top["layer"] / num_layers
-    return top.reset_index(drop=True)
-
-
-def last_position_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Top-k at the last position, one row per layer: columns layer, top 1 … top k ("'token' 37%")."""
-    last = table[table["position"] == table["position"].max()]
-    cells = last.assign(cell=[f"{t!r} {p:.0%}" for t, p in zip(last["token"], last["prob"])])
-    wide = cells.pivot(index="layer", columns="rank", values="cell")
-    wide.columns = [f"top {r}" for r in wide.columns]
-    return wide.reset_index()
+            probs.append(top_probs.cpu().numpy())
+    return top_k_table(lm, np.concatenate(layers), np.concatenate(positions), np.concatenate(ids),
+                       np.concatenate(probs))
 
 
 _NO_SPACE_SCRIPTS = ("CJK", "HIRAGANA", "KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN")
@@ -297,8 +287,10 @@ def token_trajectory(lm: LoadedModel, prompt: str | Trace, target: str | int | N
     position, looked_up (the text whose first token is followed; "" for an id or None), token,
     token_id, rank (1 = top), prob, top1 (bool).
     """
-    trace = _trace(lm, prompt)
-    T = len(trace.tokens)
+    remote = _is_remote(lm)
+    trace = None if remote else _trace(lm, prompt)
+    ids = prompt_ids(lm, prompt) if remote else trace.token_ids
+    T = len(ids)
     position = T - 1 if position is None else int(position)
     if not 0 <= position < T:
         raise ValueError(f"Position {position} is outside the {T} tokens that were run.")
@@ -309,25 +301,23 @@ def token_trajectory(lm: LoadedModel, prompt: str | Trace, target: str | int | N
         target_id = None
     else:
         target_id = int(target)
-    entries = trace.hidden_states.shape[0]
-    rows = torch.from_numpy(np.array(trace.hidden_states[:, position]))  # (entries, H)
-    with lm.lock, torch.inference_mode():
-        x = torch.cat([finish_rows(lm, rows[:-1], normed=False), finish_rows(lm, rows[-1:], normed=True)])
-        logits = torch.cat([block for _, block in head_blocks(lm, x)], dim=1)  # (entries, V): one pass over the head
-        if target_id is None:  # the model's own prediction: its real logits at the last position
-            final = trace.last_logits if position == T - 1 else logits[-1].cpu().numpy()
-            target_id = int(np.argmax(final))
-        target_logit = logits[:, target_id : target_id + 1]  # (entries, 1)
-        rank = (logits > target_logit).sum(-1) + 1  # (entries,)
-        prob = torch.softmax(logits, dim=-1)[:, target_id]  # (entries,)
+    entries = lm.num_layers + 1 if remote else trace.hidden_states.shape[0]
+    if remote:  # the same reduction, where the model runs: only (L + 1) ranks and probabilities come back
+        result = remote_trajectory(lm, ids, position=position, target_id=target_id, head=head_options(lm, {entries}))
+        target_id, rank, prob = int(result["target_id"]), result["rank"], result["prob"]
+    else:
+        parts = lm.parts
+        with lm.lock, torch.inference_mode():
+            logits = shared.position_logits(torch.from_numpy(np.array(trace.hidden_states[:, position])),
+                                            device=lm.device, dtype=lm.dtype, norm=parts.final_norm,
+                                            project_out=parts.project_out, head=lm.lm_head,
+                                            **head_options(lm))  # (entries, V): one pass over the head
+            if target_id is None:  # the model's own prediction: its real logits at the last position
+                final = trace.last_logits if position == T - 1 else logits[-1].cpu().numpy()
+                target_id = int(np.argmax(final))
+            rank, prob = (t.cpu().numpy() for t in shared.rank_and_prob(logits, target_id))  # (entries,) each
     return pd.DataFrame({
         "layer": np.arange(entries), "relative_depth": np.arange(entries) / (entries - 1), "position": position,
         "looked_up": looked_up, "token": display_token(lm, target_id), "token_id": target_id,
-        "rank": rank.cpu().numpy(), "prob": prob.cpu().numpy(), "top1": rank.cpu().numpy() == 1,
+        "rank": rank, "prob": prob, "top1": rank == 1,
     })
-
-
-def first_top1_layer(trajectory: pd.DataFrame) -> int | None:
-    """The first layer at which the target token is the top prediction (None: never)."""
-    hits = trajectory.loc[trajectory["rank"] == 1, "layer"]
-    return int(hits.iloc[0]) if len(hits) else None
