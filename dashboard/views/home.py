@@ -59,6 +59,14 @@ st.markdown(
 - **Patchscopes** — let the model put a hidden state into words, layer by layer ("Diana, Princess of Wales").
 - **Steering** — add a direction (refuse vs comply, happy vs sad, French vs English) at one layer and see
   the text change; try every layer to find where it works best.
+
+*Cause* — ask where the answer comes from:
+- **Activation patching** — run "The capital of Italy is" but put back one value of "… France is" (one layer,
+  one token): where does that alone bring " Paris" back? Exact, or estimated from gradients.
+- **Which input tokens mattered** — every input token scored by how much it pushed the model to its answer,
+  both models shaded on the same characters.
+- **What each block writes** — how much each attention and MLP block adds at every token, its direct push on
+  the answer, the tokens it promotes, and the proof that attention reads other tokens while the MLP does not.
 """
 )
 st.header("Memory: what this server holds")
