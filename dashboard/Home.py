@@ -44,7 +44,8 @@ PAGES = {  # section -> (file, title, icon)
         ("views/cause/block_writes.py", "What each block writes", ":material/stacked_bar_chart:"),
     ],
 }
-RUNS_REMOTE = {"views/home.py", "views/weights/architecture.py", "views/weights/vocabulary.py"}  # pages that
+RUNS_REMOTE = {"views/home.py", "views/weights/architecture.py", "views/weights/vocabulary.py",  # pages that
+               "views/running/logit_lens.py"}
 # work with a model on NDIF; every other page shows such a model as a plain note in its column (ui.page_slots)
 HERE = Path(__file__).parent
 # The page scripts live in views/, not pages/: a pages/ folder makes Streamlit fall back to its

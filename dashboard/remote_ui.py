@@ -22,8 +22,8 @@ STATUS_SECONDS = 60  # how long NDIF's answer about what it runs is reused
 
 
 @st.cache_data(ttl=STATUS_SECONDS, show_spinner="Asking NDIF which models it runs…")
-def _deployments(mode: str, host: str) -> dict[str, str] | None:
-    return ndif_status(Target(mode, host))  # the status page needs no key: none is passed
+def _deployments(mode: str, host: str) -> tuple[dict[str, str] | None, str | None]:
+    return ndif_status(Target(mode, host))  # the status page needs no key: none is passed; failures kept too
 
 
 def running_now(rm: RemoteModel) -> str:
@@ -31,10 +31,9 @@ def running_now(rm: RemoteModel) -> str:
     target = rm.target
     if target.is_simulation:
         return "not asked: nnsight's local simulation runs on this machine, not on an NDIF server"
-    states = _deployments(target.mode, target.host)
+    states, why = _deployments(target.mode, target.host)
     if states is None:
-        return (f"unknown: {redact(target.host)}/status did not answer: the server cannot be reached from here, "
-                "or it is not an NDIF server")
+        return f"unknown: {redact(why, *rm.secrets())}"
     if not rm.repo_id:
         return "unknown: this model has no Hugging Face id to look up"
     state = states.get(rm.repo_id)

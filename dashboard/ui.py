@@ -520,7 +520,7 @@ def side_by_side(render, slots: list[Slot] | None = None, need_weights: bool = F
             if slot.lm is None:
                 (st.info if slot.notice else st.error)(slot.error)
                 continue
-            if need_weights and not slot.lm.has_weights:
+            if need_weights and not slot.lm.has_weights and remote_of(slot.lm) is None:  # a remote model runs text
                 st.info(f"{short_name(slot.key.source)} is loaded from its config only: turn on 'Load the weights' "
                         "in the sidebar to run text through it.")
                 continue

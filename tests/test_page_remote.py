@@ -2,7 +2,8 @@
 
 Model A is the tiny random Llama (tests/tiny.py) on nnsight's local simulation of NDIF, or on an
 NDIF that cannot be reached (a closed port on 127.0.0.1: no NDIF is reachable from these
-machines); model B is the default embedded Gemma 3 270M, run here. What is real: the sidebar,
+machines); model B is the default embedded Gemma 3 270M, run here. The logit lens page runs A
+remotely: one job per page, the local numbers, and a failed job as a message in A's column. What is real: the sidebar,
 the cached model store, core's remote loading (meta device for a URL, weights for the
 simulation), nnsight's simulation and nnsight's own client failing to connect.
 """
@@ -16,9 +17,14 @@ from pathlib import Path
 
 import pytest
 
+import numpy as np
+
+from core import load_model, logit_lens, run_trace, token_trajectory
 from core.remote import connection
 from core.remote.budget import lens_page_bytes
+from core.remote.model import RemoteModel
 from tests.apptest import assert_clean, run_page
+from tests.test_pages_context import chart_data
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dashboard"))
 import export  # noqa: E402
@@ -168,7 +174,7 @@ def test_key_never_shown_and_an_unreachable_self_hosted_ndif(folder):
     assert lm.remote.target.key == KEY and not lm.has_weights and lm.device == "meta"  # used, on the meta device
     facts = remote_facts(app)
     assert facts["Runs on"] == f"self-hosted NDIF at {url}" and facts["Hugging Face id on NDIF"] == REPO
-    assert facts["Running on NDIF now"].startswith(f"unknown: {url}/status did not answer")
+    assert facts["Running on NDIF now"] == f"unknown: {url}/status could not be reached from here (ConnectError)"
     assert facts["Last request"] == "no request yet"
     assert_no_key(app, "Home")
 
@@ -208,3 +214,79 @@ def test_ndif_service_takes_the_typed_key(folder, monkeypatch):
     app.button(key="ndif_test_A").click().run()
     assert any(m.value.startswith(f"Offline: could not reach NDIF at {host}") for m in app.columns[0].error)
     assert_no_key(app, "Home, NDIF's own service")
+
+
+LENS = "views/running/logit_lens.py"
+
+
+@pytest.fixture
+def jobs(monkeypatch) -> list:
+    """Every job any remote model starts (one per request), counted on the class the app's models use."""
+    started, new_job = [], RemoteModel.new_job
+
+    def counting(self, *args, **kwargs):
+        started.append(new_job(self, *args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(RemoteModel, "new_job", counting)
+    return started
+
+
+def lens_charts(app):
+    """(grids, trajectories) the lens page draws: each model's top-1 cells, and the trajectory chart's rows."""
+    drawn = [chart_data(chart) for chart in app.get("vega_lite_chart")]
+    return ([d for d in drawn if {"cell", "token_id", "prob"} <= set(d.columns)],
+            [d for d in drawn if {"looked_up", "rank", "prob", "model"} <= set(d.columns)])
+
+
+def test_logit_lens_page_runs_a_simulated_model_in_one_job(folder, jobs):
+    """A on remote="local", B here: A's grid and trajectory are core's local numbers on the same weights
+    (loaded again here, apart from the page), from ONE job; B draws; Home then shows the bytes received."""
+    prompt = "The capital of France is"
+    app = run_page(LENS, query={"a": folder, "place_a": "remote", "ndif_a": "local", "lens_prompt": prompt})
+    assert_clean(app)
+    assert not messages(app, "error") and not [m for m in messages(app, "info") if NOTE in m]
+    assert len(jobs) == 1 and jobs[0].stats.outcome == "completed"  # grid and trajectory together
+    grids, curves = lens_charts(app)
+    assert len(grids) == 2 and len(curves) == 1
+    slots = app.session_state["_slots"]
+    local = load_model(folder, device="cpu")  # the same weights, run here
+    for lm, grid, title in ((local, grids[0], slots[0].title), (slots[1].lm, grids[1], slots[1].title)):
+        trace = run_trace(lm, prompt)
+        top = logit_lens(lm, trace, k=5).query("rank == 1").sort_values(["layer", "position"])
+        grid = grid.sort_values(["layer", "position"])
+        assert grid["token_id"].tolist() == top["token_id"].tolist()
+        np.testing.assert_allclose(grid["prob"].to_numpy(float), top["prob"].to_numpy(float), atol=1e-5)
+        path = token_trajectory(lm, trace, None, len(trace.tokens) - 1, True)
+        drawn = curves[0][curves[0]["model"] == title].sort_values("layer")
+        assert drawn["rank"].tolist() == path["rank"].tolist()
+        np.testing.assert_allclose(drawn["prob"].to_numpy(float), path["prob"].to_numpy(float), atol=1e-5)
+    items = app.session_state[export.ITEMS_KEY]
+    assert items and all("runs on nnsight's local simulation of NDIF" in item.prov.models[0] for item in items)
+
+    app.text_input(key="lens_target").input("Paris").run()  # a new word: one more job, grid and all
+    assert_clean(app)
+    assert len(jobs) == 2 and not messages(app, "error")
+    tokens = len(run_trace(local, prompt).tokens)
+    app.switch_page("views/home.py").run()
+    facts = remote_facts(app)
+    assert facts["Last request"] == "completed"
+    assert facts["Bytes received"] == f"{lens_page_bytes(local.config, tokens, k=5):,}"  # grid and trajectory
+
+
+def test_logit_lens_page_with_an_unreachable_ndif(folder, jobs):
+    """A failed job is a message in A's column, B's lens draws; nothing is cached: the next run asks again,
+    once per run."""
+    url = f"http://127.0.0.1:{closed_port()}"
+    app = run_page(LENS, query={"a": folder, "place_a": "remote", "ndif_a": "url", "ndif_url_a": url,
+                                "ndif_repo_a": REPO, "lens_prompt": "The capital of France is"})
+    assert_clean(app)
+    offline = f"Offline: could not reach NDIF at {url}"
+    errors = messages(app, "error")  # A's grid column, A's last-position table, A's trajectory column
+    assert len(errors) == 3 and errors[0].startswith(offline) and errors[2].startswith(f"Model A ({folder}): {offline}")
+    assert [c.error[0].value for c in app.columns if c.error] == [errors[0], errors[2]]  # in columns: A's
+    assert len(jobs) == 1 and jobs[0].stats.outcome == "failed"
+    grids, curves = lens_charts(app)
+    assert len(grids) == 1 and len(curves) == 1 and set(curves[0]["model"]) == {app.session_state["_slots"][1].title}
+    app.run()
+    assert len(jobs) == 2 and len(messages(app, "error")) == 3  # not cached: asked again, once

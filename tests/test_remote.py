@@ -264,7 +264,10 @@ def test_meta_build_reads_no_weights(folders, tmp_path):
 def test_transport_faults(meta_llama):
     """Each fault of a remote job, as nnsight's client receives it from the fake NDIF, is one plain error."""
     url = f"http://127.0.0.1:{closed_port()}"
-    assert ndif_status(resolve_target(url)) is None  # Home: "unknown"
+    states, why = ndif_status(resolve_target(url))  # Home: "unknown", and why
+    assert states is None and why == f"{url}/status could not be reached from here (ConnectError)"
+    assert ndif_status(resolve_target("local")) == (None, "nnsight's local simulation runs on this machine: there "
+                                                           "is no NDIF server to ask")
     with pytest.raises(RemoteOffline) as caught:
         remote_lens_last(remote_model(meta_llama, url, key=KEY, repo_id=REPO), PROMPT)
     assert str(caught.value).startswith(f"Offline: could not reach NDIF at {url}")
@@ -272,7 +275,7 @@ def test_transport_faults(meta_llama):
     canned = {"lens": {"ids": torch.arange(20).reshape(4, 5), "probs": torch.linspace(0.9, 0.1, 20).reshape(4, 5)}}
     jobs = ["complete", "fail", "time-limit", "big", "bomb", "queued", "queued", "complete"]
     with FakeNDIF(jobs, result=canned, hosted=(REPO,), keys=(KEY,), max_requests=40, lifetime=40) as server:
-        assert ndif_status(resolve_target(server.url)) == {REPO: "RUNNING"}
+        assert ndif_status(resolve_target(server.url)) == ({REPO: "RUNNING"}, None)
         lm = remote_model(meta_llama, server.url, key=KEY, repo_id=REPO)
         table = remote_lens_last(lm, PROMPT, k=5)  # a round trip: the canned result, decoded
         assert table["token_id"].tolist() == canned["lens"]["ids"].ravel().tolist()

@@ -7,6 +7,7 @@ local path's token ids and probabilities, on the tiny model of each family and t
 the whole grid is one job and only the top k come back (bytes equal to core.remote.budget's meta
 computation); the model is left as it was (no hooks, a plain local run bit for bit the same).
 A model on the meta device (remote=URL) runs the lens from the prompt alone, against tests/fake_ndif.py.
+The lens page's whole content (core.running.lens_page: tokens, grid, trajectory) is one job and the local numbers.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from core.remote.budget import LECTURE_TOKENS, LENS_PAGE_BUDGET, lens_page_bytes
 from core.remote.lens import prompt_ids
 from core.remote.model import remote_model
 from core.running import lens
+from core.running.lens_page import Follow, lens_page, prompt_tokens
 from tests.fake_ndif import FakeNDIF
 from tests.test_remote import PROMPT, REPO, SIMULATED, folders, no_ambient_key  # noqa: F401 (fixtures)
 
@@ -154,3 +156,42 @@ def test_meta_model_runs_the_lens_from_the_prompt(folders):
     assert table["token_id"].tolist() == ids.ravel().tolist()
     assert (table.groupby("layer")["position"].nunique() == tokens).all() and table["layer"].max() == entries - 1
     assert lm.remote.last.outcome == "completed" and 0 < lm.remote.last.bytes_received
+
+
+def counted_jobs(monkeypatch, lm) -> list:
+    """The jobs lm's RemoteModel starts from now on (one per NDIF request)."""
+    jobs, new_job = [], lm.remote.new_job
+
+    def counting(*args, **kwargs):
+        jobs.append(new_job(*args, **kwargs))
+        return jobs[-1]
+
+    monkeypatch.setattr(lm.remote, "new_job", counting)
+    return jobs
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma3"])
+def test_lens_page_is_one_job_with_the_local_numbers(folders, monkeypatch, kind):
+    """lens_page through the simulation: the same tokens, grid and trajectories as locally, each page ONE job
+    whose bytes are core.remote.budget's (grid and trajectory); a word with no token still gets its grid."""
+    local = load_model(str(folders[kind]), device="cpu")
+    lm = remote_model(local, "local")
+    jobs = counted_jobs(monkeypatch, lm)
+    trace = run_trace(local, PROMPT)
+    for follow in (Follow(), Follow("apple", 4, True), Follow(7, 1)):
+        expected = lens_page(local, trace, k=5, follow=follow)
+        before = len(jobs)
+        got = lens_page(lm, PROMPT, k=5, follow=follow)
+        assert len(jobs) == before + 1 and jobs[-1].stats.outcome == "completed"
+        assert got.tokens.tokens == trace.tokens and np.array_equal(got.tokens.offsets, trace.offsets)
+        assert np.array_equal(got.tokens.token_ids, trace.token_ids) and got.tokens.truncated == trace.truncated
+        same_lens(got.table, expected.table)
+        same_trajectory(got.trajectory, expected.trajectory)
+        assert expected.table.equals(logit_lens(local, trace, k=5))  # locally: logit_lens's own numbers
+        assert lm.remote.last.bytes_received == lens_page_bytes(local.config, len(trace.tokens), k=5)
+    assert len(jobs) == 3
+    no_token = lens_page(lm, PROMPT, k=3, follow=Follow("", 99))  # a position outside the prompt
+    assert no_token.trajectory is None and "outside" in no_token.trajectory_error and len(jobs) == 4
+    same_lens(no_token.table, logit_lens(local, trace, k=3))
+    tokens = prompt_tokens(lm, PROMPT)  # before any job: the picker's tokens
+    assert tokens.tokens == trace.tokens and len(jobs) == 4

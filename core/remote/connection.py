@@ -127,30 +127,41 @@ def resolve_target(remote, key: str | None = None, *, secrets_path: Path | None 
     return Target("ndif", host, found)
 
 
-def ndif_status(target: Target, timeout: float = 5.0) -> dict[str, str] | None:
-    """{repo id: state ("RUNNING", "DEPLOYING", …)} of the models a server reports, or None if unreachable.
+def ndif_status(target: Target, timeout: float = 5.0) -> tuple[dict[str, str] | None, str | None]:
+    """(states, None), states = {repo id: state ("RUNNING", "DEPLOYING", …)} of the models a server reports,
+    or (None, why not) in plain words: the local simulation, a host that cannot be reached or timed out,
+    an HTTP error, an answer that is not NDIF's.
 
     NDIF's GET /status lists one entry per replica; the best state of a repo's replicas is kept (as
     nnsight.ndif.status folds them). Asked of `target.host` directly, so two models on two servers
-    each get their own answer. None for the local simulation, an unreachable host or a non-NDIF answer.
+    each get their own answer. The reason holds no exception text (a server may echo anything).
     """
     if target.is_simulation:
-        return None
+        return None, "nnsight's local simulation runs on this machine: there is no NDIF server to ask"
     import httpx
 
+    where = f"{redact(target.host)}/status"
     try:
         response = httpx.get(f"{target.host}/status", timeout=httpx.Timeout(timeout))
-        response.raise_for_status()
-        deployments = response.json().get("deployments", {})
-    except Exception:  # unreachable, not NDIF, junk: Home says "unknown"
-        return None
+    except httpx.TimeoutException:
+        return None, f"{where} did not answer within {timeout:g} s"
+    except httpx.HTTPError as error:
+        return None, f"{where} could not be reached from here ({type(error).__name__})"
+    if response.status_code != 200:
+        return None, f"{where} answered HTTP {response.status_code}"
+    try:
+        deployments = response.json().get("deployments")
+    except (ValueError, AttributeError):
+        deployments = None
+    if not isinstance(deployments, dict):
+        return None, f"{where} answered, but not with NDIF's list of deployments: is it an NDIF server?"
     rank = {"RUNNING": 0, "DEPLOYING": 1, "NOT_STARTED": 2, "UNHEALTHY": 3}
     states: dict[str, str] = {}
-    for entry_name, entry in deployments.items() if isinstance(deployments, dict) else ():
+    for entry_name, entry in deployments.items():
         if not isinstance(entry, dict):
             continue
         repo = entry.get("repo_id", entry_name)
         state = entry.get("application_state", "UNHEALTHY")
         if repo not in states or rank.get(state, 9) < rank.get(states[repo], 9):
             states[repo] = state
-    return states
+    return states, None

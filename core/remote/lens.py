@@ -5,9 +5,9 @@ What is captured: hidden_states[l] for l = 0..L at every position, read as the i
 norm): the same rows core.running.trace records. How they are reduced: the local lens's own code,
 core.running.lens_reduce.lens_request (shipped by value with the request, nnsight.register), with
 the options core.running.lens decides for this model (head_options). So there is no second lens
-written for nnsight: core.running.lens.logit_lens / token_trajectory call these functions for a
-remote model, and only the top-k ids and probabilities (and a trajectory's ranks and probabilities)
-come back: ((L + 1) x T x k) x 12 bytes, 182,880 for Llama-3.1-405B at 12 tokens and k = 10.
+written for nnsight: core.running.lens.logit_lens / token_trajectory (and core.running.lens_page, both in
+one job) call lens_job for a remote model, and only the top-k ids and probabilities (and a trajectory's
+ranks and probabilities) come back: ((L + 1) x T x k) x 12 bytes, 182,880 for Llama-3.1-405B at 12 tokens and k = 10.
 
 nnsight is imported when the first job is built, not when core is imported.
 """
@@ -107,19 +107,6 @@ def lens_job(lm: RemoteLoadedModel, ids: list[int], *, head: dict, grid: dict | 
 
     values = rm.run(job, work)
     return {name: np.asarray(value) for name, value in values.items()}
-
-
-def remote_lens(lm: RemoteLoadedModel, ids: list[int], *, k: int, step: int, head: dict,
-                **job_options) -> dict[str, np.ndarray]:
-    """Top-k "ids" and "probs" ((L + 1) * T, k) of every (layer, position), layer-major, in one job."""
-    return lens_job(lm, ids, head=head, grid={"k": int(k), "step": int(step)}, **job_options)
-
-
-def remote_trajectory(lm: RemoteLoadedModel, ids: list[int], *, position: int, target_id: int | None, head: dict,
-                      **job_options) -> dict[str, np.ndarray]:
-    """"rank" and "prob" (L + 1,) of one token at one position, and its "target_id", in one job."""
-    return lens_job(lm, ids, head=head, trajectory={"position": int(position), "target_id": target_id},
-                    **job_options)
 
 
 def remote_lens_last(lm: RemoteLoadedModel, prompt: str, k: int = 5, *, budget: int | None = None,

@@ -35,12 +35,13 @@ import torch
 
 from core.model.loaded import LoadedModel
 from core.model.errors import ModelLoadError
-from core.text.tokens import display_token, require_tokenizer
-from core.remote.lens import prompt_ids, remote_lens, remote_trajectory
+from core.text.tokens import require_tokenizer
+from core.remote.lens import lens_job, prompt_ids
 from core.running import lens_reduce as shared
 # Rows per pass, head rows per CPU block, fp32 logit bytes per GPU block: read from here at each call.
 from core.running.lens_reduce import BLOCK_BYTES, ROWS_PER_PASS, VOCAB_BLOCK  # noqa: F401 (tests set them here)
-from core.running.lens_table import first_top1_layer, last_position_table, lens_grid, top_k_table  # noqa: F401
+from core.running.lens_table import (first_top1_layer, grid_table, last_position_table, lens_grid,  # noqa: F401
+                                     top_k_table, trajectory_table)
 from core.running.trace import Trace, run_trace
 
 PROBE_ROWS = (16, 128)  # row counts at which upcast_head times the two head paths
@@ -207,6 +208,14 @@ def _chunks(lm: LoadedModel, trace: Trace, chunk_rows: int | None):
         yield rows // T, rows % T, x
 
 
+def remote_grid(lm: LoadedModel, tokens: int, k: int, chunk_rows: int | None = None) -> tuple[dict, set[int]]:
+    """A remote job's grid request (core.remote.lens.lens_job) for `tokens` positions, and the row counts
+    its passes over the head take (head_options decides the upcast for each, here)."""
+    total = (lm.num_layers + 1) * tokens
+    step = pass_rows(lm, chunk_rows) if lm.has_weights else chunk_rows or ROWS_PER_PASS  # NDIF's head: on GPUs
+    return {"k": k, "step": step}, {min(step, total), total % step or step}
+
+
 def logit_lens(lm: LoadedModel, prompt: str | Trace, k: int = 5, *, chunk_rows: int | None = None) -> pd.DataFrame:
     """Top-k next tokens of every (layer, position), as the model would predict if it stopped there.
 
@@ -214,15 +223,12 @@ def logit_lens(lm: LoadedModel, prompt: str | Trace, k: int = 5, *, chunk_rows: 
     A remote model (core.remote) reduces the whole grid where it runs, in one job, from the prompt
     (or a Trace's token ids: its hidden states are not needed); only the top k come back.
     """
+    k = max(1, min(int(k), lm.vocab_size))
     if _is_remote(lm):
         ids = prompt_ids(lm, prompt)
-        k = max(1, min(int(k), lm.vocab_size))
-        total = (lm.num_layers + 1) * len(ids)
-        step = pass_rows(lm, chunk_rows) if lm.has_weights else chunk_rows or ROWS_PER_PASS  # NDIF's head: on GPUs
-        result = remote_lens(lm, ids, k=k, step=step, head=head_options(lm, {min(step, total), total % step or step}))
-        return top_k_table(lm, *np.divmod(np.arange(total), len(ids)), result["ids"], result["probs"])
+        grid, sizes = remote_grid(lm, len(ids), k, chunk_rows)
+        return grid_table(lm, len(ids), lens_job(lm, ids, head=head_options(lm, sizes), grid=grid))
     trace = _trace(lm, prompt)
-    k = max(1, min(int(k), lm.vocab_size))
     layers, positions, ids, probs = [], [], [], []
     with lm.lock, torch.inference_mode():
         for layer, position, x in _chunks(lm, trace, chunk_rows):
@@ -290,20 +296,12 @@ def token_trajectory(lm: LoadedModel, prompt: str | Trace, target: str | int | N
     remote = _is_remote(lm)
     trace = None if remote else _trace(lm, prompt)
     ids = prompt_ids(lm, prompt) if remote else trace.token_ids
-    T = len(ids)
-    position = T - 1 if position is None else int(position)
-    if not 0 <= position < T:
-        raise ValueError(f"Position {position} is outside the {T} tokens that were run.")
-    looked_up = ""
-    if isinstance(target, str) and target != "":
-        looked_up, target_id = target_lookup(lm, target, after_space)
-    elif target is None or target == "":
-        target_id = None
-    else:
-        target_id = int(target)
+    position = checked_position(position, len(ids))
+    looked_up, target_id = followed_token(lm, target, after_space)
     entries = lm.num_layers + 1 if remote else trace.hidden_states.shape[0]
     if remote:  # the same reduction, where the model runs: only (L + 1) ranks and probabilities come back
-        result = remote_trajectory(lm, ids, position=position, target_id=target_id, head=head_options(lm, {entries}))
+        result = lens_job(lm, ids, head=head_options(lm, {entries}),
+                          trajectory={"position": position, "target_id": target_id})
         target_id, rank, prob = int(result["target_id"]), result["rank"], result["prob"]
     else:
         parts = lm.parts
@@ -313,11 +311,23 @@ def token_trajectory(lm: LoadedModel, prompt: str | Trace, target: str | int | N
                                             project_out=parts.project_out, head=lm.lm_head,
                                             **head_options(lm))  # (entries, V): one pass over the head
             if target_id is None:  # the model's own prediction: its real logits at the last position
-                final = trace.last_logits if position == T - 1 else logits[-1].cpu().numpy()
+                final = trace.last_logits if position == len(ids) - 1 else logits[-1].cpu().numpy()
                 target_id = int(np.argmax(final))
             rank, prob = (t.cpu().numpy() for t in shared.rank_and_prob(logits, target_id))  # (entries,) each
-    return pd.DataFrame({
-        "layer": np.arange(entries), "relative_depth": np.arange(entries) / (entries - 1), "position": position,
-        "looked_up": looked_up, "token": display_token(lm, target_id), "token_id": target_id,
-        "rank": rank, "prob": prob, "top1": rank == 1,
-    })
+    return trajectory_table(lm, position, looked_up, target_id, rank, prob)
+
+
+def checked_position(position: int | None, tokens: int) -> int:
+    """The position a trajectory reads (None: the last of `tokens`); ValueError outside them."""
+    position = tokens - 1 if position is None else int(position)
+    if not 0 <= position < tokens:
+        raise ValueError(f"Position {position} is outside the {tokens} tokens that were run.")
+    return position
+
+
+def followed_token(lm: LoadedModel, target: str | int | None, after_space: bool) -> tuple[str, int | None]:
+    """(looked_up, token id) a trajectory follows: a text's first token (target_lookup), an id, or
+    ("", None) for the model's own prediction (picked where the logits are)."""
+    if isinstance(target, str) and target != "":
+        return target_lookup(lm, target, after_space)
+    return "", None if target is None or target == "" else int(target)

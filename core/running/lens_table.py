@@ -32,6 +32,22 @@ def top_k_table(lm: LoadedModel, layers, positions, ids, probs) -> pd.DataFrame:
     })
 
 
+def grid_table(lm: LoadedModel, tokens: int, result: dict) -> pd.DataFrame:
+    """logit_lens's table from a remote grid's "ids" and "probs" ((L + 1) * T, k), layer-major."""
+    layers, positions = np.divmod(np.arange(len(result["ids"])), tokens)
+    return top_k_table(lm, layers, positions, result["ids"], result["probs"])
+
+
+def trajectory_table(lm: LoadedModel, position: int, looked_up: str, target_id: int, rank, prob) -> pd.DataFrame:
+    """token_trajectory's table from ranks and probabilities (L + 1,) of token `target_id` at `position`."""
+    entries = len(rank)
+    return pd.DataFrame({
+        "layer": np.arange(entries), "relative_depth": np.arange(entries) / (entries - 1), "position": position,
+        "looked_up": looked_up, "token": display_token(lm, target_id), "token_id": target_id,
+        "rank": rank, "prob": prob, "top1": rank == 1,
+    })
+
+
 def lens_grid(table: pd.DataFrame, trace: Trace, num_layers: int) -> pd.DataFrame:
     """The top-1 rows of a lens table with the input token of each position and relative depth added."""
     top = table[table["rank"] == 1].copy()

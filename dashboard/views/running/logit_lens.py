@@ -5,11 +5,11 @@ import streamlit as st
 
 import align_picker
 import export
+import lens_data
 import ui
-from charts.align import with_picked_column
-from charts.lens import lens_grid_chart, trajectory_chart, visible
+from charts.lens import trajectory_chart, visible
 from core import ModelLoadError
-from core.running.lens import first_top1_layer, last_position_table, lens_grid, logit_lens, token_trajectory
+from core.running.lens import first_top1_layer, last_position_table
 
 PRESETS = {"天氣": "天氣", "天氣預": "天氣預", "今天天氣真": "今天天氣真",
            "The capital of France is": "The capital of France is"}
@@ -33,24 +33,20 @@ if not prompt.strip():
     st.stop()
 
 
-@st.cache_data(max_entries=32, show_spinner="Decoding every layer…")
-def lens_for(key, prompt: str, k: int) -> pd.DataFrame:
-    return logit_lens(ui.cached_model(key), ui.cached_trace(key, prompt), k)
+data = lens_data.PageData(prompt, k)  # each model's grid and trajectory; a remote model's in one job
+selection = align_picker.pick("lens", prompt, data.usable_tokens(ui.current_slots()))
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def trajectory_for(key, prompt: str, target: str, position: int, after_space: bool) -> pd.DataFrame:
-    return token_trajectory(ui.cached_model(key), ui.cached_trace(key, prompt), target or None, position, after_space)
-
-
-selection = align_picker.pick("lens", prompt, align_picker.usable_traces(prompt))
-
-
-def picked_position(slot, trace) -> int:
+def picked_position(slot) -> int:
     """The position this model's views read: its last token of the pick; the last token when there is no
     pick or none of its tokens covers the picked characters (e.g. the other model's start token)."""
     focus = selection.focus(slot.label) if selection else None
-    return len(trace.tokens) - 1 if focus is None else focus
+    return len(data.tokens(slot).tokens) - 1 if focus is None else focus
+
+
+def lens_of(slot):
+    """This model's grid and trajectory at its picked position (core.running.lens_page.LensPage)."""
+    return data.page(slot, picked_position(slot))
 
 
 def grid_window(picked: int, total: int) -> tuple[int, int]:
@@ -66,27 +62,16 @@ st.caption("Each cell: the token the layer would predict next after that input t
            "picked token.")
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def grid_spec(key, prompt: str, k: int, lo: int, hi: int, picked: int) -> dict:
-    """The grid's Vega-Lite spec for positions lo..hi-1 with the picked column outlined, built and validated
-    once (Altair takes ~0.1 s per grid)."""
-    trace = ui.cached_trace(key, prompt)
-    cells = lens_grid(lens_for(key, prompt, k), trace, ui.cached_model(key).num_layers)
-    return with_picked_column(lens_grid_chart(cells[cells["position"].between(lo, hi - 1)]), picked).to_dict()
-
-
 def grid(slot) -> None:
-    trace = ui.trace_for(slot, prompt)
-    table = lens_for(slot.key, prompt, k)
-    ui.truncation_note(slot, trace)
-    picked = picked_position(slot, trace)
-    lo, hi = grid_window(picked, len(trace.tokens))
-    if len(trace.tokens) > MAX_COLUMNS:
-        st.info(f"Showing positions {lo}–{hi - 1} of the {len(trace.tokens)} tokens run (the {hi - lo} up to the "
-                "picked token); the CSV has every position.")
-    export.show_vega_lite(grid_spec(slot.key, prompt, k, lo, hi, picked), f"logit_lens_{slot.label}_chart",
-                          width="stretch")
-    ui.download_csv(table, f"logit_lens_{slot.label}.csv", f"CSV: top-{k} of every layer and position")
+    view = lens_of(slot)
+    ui.truncation_note(slot, view.tokens)
+    picked = picked_position(slot)
+    lo, hi = grid_window(picked, len(view.tokens.tokens))
+    if len(view.tokens.tokens) > MAX_COLUMNS:
+        st.info(f"Showing positions {lo}–{hi - 1} of the {len(view.tokens.tokens)} tokens run (the {hi - lo} up to "
+                "the picked token); the CSV has every position.")
+    export.show_vega_lite(data.grid_spec(slot, picked, lo, hi), f"logit_lens_{slot.label}_chart", width="stretch")
+    ui.download_csv(view.table, f"logit_lens_{slot.label}.csv", f"CSV: top-{k} of every layer and position")
 
 
 ui.side_by_side(grid, need_weights=True)
@@ -97,10 +82,9 @@ st.caption("The token each layer would predict next after the picked token (defa
 
 
 def last_table(slot) -> None:
-    trace = ui.trace_for(slot, prompt)
-    position = picked_position(slot, trace)
-    lens = lens_for(slot.key, prompt, k)
-    st.caption(f"After token {position} {trace.tokens[position]!r}")
+    position, view = picked_position(slot), lens_of(slot)
+    lens = view.table
+    st.caption(f"After token {position} {view.tokens.tokens[position]!r}")
     table = last_position_table(lens[lens["position"] == position])
     st.dataframe(table, hide_index=True, width="stretch", height=min(600, 35 * (len(table) + 1) + 3))
     ui.download_csv(table, f"logit_lens_last_position_{slot.label}.csv")
@@ -109,7 +93,7 @@ def last_table(slot) -> None:
 # full width, one model under the other: k columns of "token (probability)" do not fit in half a page
 for slot in ui.current_slots():
     st.subheader(slot.title)
-    if slot.lm is None or not slot.lm.has_weights:
+    if not lens_data.runs_text(slot):
         st.warning(slot.error or "Loaded from its config only: turn on 'Load the weights' in the sidebar.")
         continue
     try:
@@ -121,13 +105,13 @@ for slot in ui.current_slots():
 st.header("Follow one token through the layers")
 st.caption("How likely each layer finds one next token after the picked position. Type a word: each model "
            "follows **its own first token** of it, named below the input.")
-target = ui.text_input("Target word or token (empty: each model's own final prediction)", key="lens_target",
-                       default="", help="Each model uses the first token of this text in its own vocabulary.")
-after_space = st.toggle("Look the word up as it appears after a space", value=True, key="lens_after_space",
-                        help="'Paris' becomes ' Paris', the token that follows 'is' in 'The capital of France is'. "
-                             "Vocabularies have different tokens for ' Paris' and 'Paris'. Words of scripts "
-                             "without spaces (天氣) have no such token and are looked up as typed; text typed "
-                             "with a leading space is always used as typed.")
+ui.text_input("Target word or token (empty: each model's own final prediction)", key=lens_data.TARGET_KEY,
+              default="", help="Each model uses the first token of this text in its own vocabulary.")
+st.toggle("Look the word up as it appears after a space", value=True, key=lens_data.AFTER_SPACE_KEY,
+          help="'Paris' becomes ' Paris', the token that follows 'is' in 'The capital of France is'. "
+               "Vocabularies have different tokens for ' Paris' and 'Paris'. Words of scripts "
+               "without spaces (天氣) have no such token and are looked up as typed; text typed "
+               "with a leading space is always used as typed.")
 options = st.columns(2)
 value = options[0].radio("Show", ["prob", "rank"], key="lens_value", horizontal=True,
                          format_func={"prob": "Probability", "rank": "Rank"}.get)
@@ -137,31 +121,33 @@ x_axis = options[1].radio("Horizontal axis", ["relative", "layer"], key="lens_x"
 
 
 
-def following(slot, trace, trajectory: pd.DataFrame) -> str:
+def following(slot, tokens, trajectory: pd.DataFrame) -> str:
     """Which token this model follows, and after which position."""
     row = trajectory.iloc[0]
     position = int(row["position"])
     what = (f"its own final prediction `{visible(row['token'])}`" if not row["looked_up"]
             else f"`{visible(row['token'])}` (token id {row['token_id']:,}), the first token of "
                  f"'{visible(row['looked_up'])}'")
-    return f"**Model {slot.label}** follows {what} after token {position} `{visible(trace.tokens[position])}`."
+    return f"**Model {slot.label}** follows {what} after token {position} `{visible(tokens.tokens[position])}`."
 
 
 frames = []
 for column, slot in zip(st.columns(2), ui.current_slots()):
     with column:
-        if slot.lm is None or not slot.lm.has_weights:
+        if not lens_data.runs_text(slot):
             st.warning(f"Model {slot.label} is not shown: "
                        + (slot.error or "it is loaded from its config only (turn on 'Load the weights')."))
             continue
         try:
-            trace = ui.trace_for(slot, prompt)
-            position = picked_position(slot, trace)
-            trajectory = trajectory_for(slot.key, prompt, target, position, after_space)
+            view = lens_of(slot)
         except (ValueError, ModelLoadError) as error:
             st.error(f"Model {slot.label} ({slot.key.source}): {error}")
             continue
-        st.markdown(following(slot, trace, trajectory))
+        if view.trajectory is None:
+            st.error(f"Model {slot.label} ({slot.key.source}): {view.trajectory_error}")
+            continue
+        trajectory = view.trajectory
+        st.markdown(following(slot, view.tokens, trajectory))
         first = first_top1_layer(trajectory)
         st.metric(f"{slot.title}: first layer where {trajectory['token'].iloc[0]!r} is the top prediction",
                   "never" if first is None else f"layer {first} of {slot.lm.num_layers}")
