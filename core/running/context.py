@@ -20,6 +20,10 @@ the input of block l = the output of block l − 1, entry 0 the embedding output
   pair; for two sentences both are the same). Optional mean-centring removes
   the shared direction before the cosine (Timkey & van Schijndel 2021, "All
   Bark and No Bite: Rogue Dimensions...").
+
+A remote model (core.remote) gets the sentences as text: every sentence runs in one job and only
+the cosines (similarity_curves) or the words' vectors (word_vectors_across) come back
+(core.remote.context); the reduction is core.running.context_reduce, here and there.
 """
 
 from __future__ import annotations
@@ -29,16 +33,37 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
 from core.model.loaded import LoadedModel
+from core.running.context_reduce import similarity_reduce
 from core.running.trace import Trace, run_trace
 
 MAX_SENTENCES = 8
 IDENTICAL_ATOL = 1e-6  # vectors closer than this (max |difference|) count as identical
 
 
+def _is_remote(lm: LoadedModel) -> bool:
+    """A core.remote model: its forward passes run where lm.remote says (NDIF or its local simulation)."""
+    return getattr(lm, "remote", None) is not None
+
+
 def _as_traces(lm: LoadedModel, sentences: Sequence[str | Trace]) -> list[Trace]:
     return [s if isinstance(s, Trace) else run_trace(lm, s) for s in sentences]
+
+
+def _as_tokens(lm: LoadedModel, sentences: Sequence[str | Trace]) -> list:
+    """Each sentence's tokens (prompt, tokens, offsets): its Trace locally; for a remote model the local
+    tokenizer's cut (core.running.lens_page.prompt_tokens), with no job, so only ids and positions are sent."""
+    if not _is_remote(lm):
+        return _as_traces(lm, sentences)
+    from core.running.lens_page import prompt_tokens, tokens_of
+
+    return [tokens_of(s) if isinstance(s, Trace) else prompt_tokens(lm, s) for s in sentences]
+
+
+def _ids(tokens: list) -> list[list[int]]:
+    return [[int(i) for i in t.token_ids] for t in tokens]
 
 
 def special_mask(trace: Trace) -> np.ndarray:
@@ -109,7 +134,7 @@ def word_vectors(trace: Trace, positions: list[int]) -> np.ndarray:
 def word_pieces(lm: LoadedModel, sentences: Sequence[str | Trace], word: str) -> pd.DataFrame:
     """Which tokens stand for `word` in each sentence (shown to the user)."""
     rows = []
-    for i, trace in enumerate(_as_traces(lm, sentences)):
+    for i, trace in enumerate(_as_tokens(lm, sentences)):
         positions = find_word(trace, word, i)
         rows.append({"sentence": i + 1, "text": trace.prompt, "positions": ", ".join(map(str, positions)),
                      "tokens": " + ".join(repr(trace.tokens[p]) for p in positions), "pieces": len(positions)})
@@ -127,9 +152,10 @@ def word_vectors_across(lm: LoadedModel, sentences: Sequence[str | Trace], words
     the largest difference from the word's vector in the first sentence that
     contains it, and `identical` (difference below IDENTICAL_ATOL).
     Sentences without a word are skipped for that word; a word in no sentence is an error.
+    A remote model runs every sentence in one job and sends back only the words' vectors.
     """
-    traces = _as_traces(lm, sentences)
-    rows = []
+    traces = _as_tokens(lm, sentences)
+    plans = []  # per word: (sentence index, its tokens, the word's positions) where it occurs
     for word in words:
         found = []
         for i, trace in enumerate(traces):
@@ -139,7 +165,17 @@ def word_vectors_across(lm: LoadedModel, sentences: Sequence[str | Trace], words
                 continue  # the demo compares a word only where it occurs
         if not found:
             raise ValueError(f'The word "{word}" is in none of the sentences.')
-        vectors = [word_vectors(trace, positions) for _, trace, positions in found]  # each (L+1, H)
+        plans.append(found)
+    if _is_remote(lm):
+        from core.remote.context import context_job
+
+        asked = [[(i, positions) for i, _, positions in found] for found in plans]
+        stacks = context_job(lm, _ids(traces), "word vectors", vectors=asked)  # each (L+1, S_w, H)
+        per_word = [[stack[:, k] for k in range(stack.shape[1])] for stack in stacks]
+    else:
+        per_word = [[word_vectors(trace, positions) for _, trace, positions in found] for found in plans]
+    rows = []
+    for word, found, vectors in zip(words, plans, per_word):  # vectors: each (L+1, H)
         for layer in range(vectors[0].shape[0]):
             reference = vectors[0][layer]
             for (i, trace, positions), vector in zip(found, vectors):
@@ -162,10 +198,6 @@ def difference_by_layer(table: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------- similarity curves (step 5)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def similarity_curves(lm: LoadedModel, sentences: Sequence[str | Trace], word: str, *,
                       exclude_bos: bool = False, center: bool = False) -> pd.DataFrame:
     """Cosine similarity of `word`'s vectors for every sentence pair at every layer.
@@ -184,33 +216,25 @@ def similarity_curves(lm: LoadedModel, sentences: Sequence[str | Trace], word: s
     """
     if not 2 <= len(sentences) <= MAX_SENTENCES:
         raise ValueError(f"Give between 2 and {MAX_SENTENCES} sentences (got {len(sentences)}).")
-    traces = _as_traces(lm, sentences)
+    traces = _as_tokens(lm, sentences)
     positions = [find_word(trace, word, i) for i, trace in enumerate(traces)]
-    words = np.stack([word_vectors(t, p) for t, p in zip(traces, positions)])  # (S, L+1, H)
-    keep = [~special_mask(t) if exclude_bos else np.ones(len(t.tokens), bool) for t in traces]
-    tokens = [t.hidden_states[:, k] for t, k in zip(traces, keep)]  # each (L+1, T_s, H)
-    if center:
-        mean = np.concatenate(tokens, axis=1).mean(axis=1)  # (L+1, H)
-        words = words - mean[None]
-        tokens = [x - mean[:, None] for x in tokens]
-    words, tokens = _unit(words), [_unit(x) for x in tokens]
+    keep = [~special_mask(t) if exclude_bos else np.ones(len(t.tokens), bool) for t in traces]  # each (T_s,)
+    if _is_remote(lm):  # every sentence in one job; the reduction runs where the model runs
+        from core.remote.context import context_job
 
-    # baseline: mean over all cross-sentence token pairs, per layer
-    sums = np.stack([x.sum(axis=1) for x in tokens])  # (S, L+1, H): sum of unit vectors per sentence
-    counts = np.array([x.shape[1] for x in tokens])  # (S,)
-    total = sums.sum(axis=0)  # (L+1, H)
-    # sum over i != j of <sum_i, sum_j> = |total|^2 - sum_i |sum_i|^2
-    cross = (total**2).sum(-1) - (sums**2).sum(-1).sum(0)  # (L+1,)
-    pairs = counts.sum() ** 2 - (counts**2).sum()
-    baseline = cross / pairs  # (L+1,)
-    # per pair: mean cosine over sentence i's tokens x sentence j's tokens = <sum_i, sum_j> / (T_i T_j)
-    pair_baselines = np.einsum("ilh,jlh->ijl", sums, sums) / np.multiply.outer(counts, counts)[..., None]  # (S, S, L+1)
+        reduced = context_job(lm, _ids(traces), "contextual similarity", words=positions,
+                              tokens=[np.flatnonzero(k).tolist() for k in keep], center=center)
+    else:
+        words = torch.from_numpy(np.stack([word_vectors(t, p) for t, p in zip(traces, positions)]))  # (S, L+1, H)
+        tokens = [torch.from_numpy(t.hidden_states[:, k]) for t, k in zip(traces, keep)]  # each (L+1, T_s, H)
+        reduced = {name: value.numpy() for name, value in similarity_reduce(words, tokens, center).items()}
+    cosines, baseline, pair_baselines = reduced["cosine"], reduced["baseline"], reduced["pair_baseline"]
 
-    num_layers = words.shape[1] - 1
+    num_layers = cosines.shape[-1] - 1
     frames = []
     for i in range(len(traces)):
         for j in range(i + 1, len(traces)):
-            cosine = (words[i] * words[j]).sum(-1)  # (L+1,)
+            cosine = cosines[i, j]  # (L+1,)
             frames.append(pd.DataFrame({
                 "layer": np.arange(num_layers + 1), "relative_depth": np.arange(num_layers + 1) / num_layers,
                 "pair": f"{i}-{j}", "i": i, "j": j, "cosine": cosine, "baseline": baseline,

@@ -4,10 +4,11 @@ import pandas as pd
 import streamlit as st
 
 import export
+import similarity_data as data
 import ui
 from charts.context import similarity_chart
 from core import ModelLoadError
-from core.running.context import MAX_SENTENCES, pair_label, similarity_curves, word_pieces
+from core.running.context import MAX_SENTENCES, pair_label
 
 TWO = "I ate an apple for breakfast\nThe company that makes iPads and AirPods is called apple"
 FOUR = "\n".join([
@@ -79,30 +80,17 @@ if not 2 <= len(sentences) <= MAX_SENTENCES or not word.strip():
     st.stop()
 
 
-@st.cache_data(max_entries=64, show_spinner="Running the sentences…")
-def curves_for(key, sentences: tuple, word: str, exclude_bos: bool, center: bool) -> pd.DataFrame:
-    lm = ui.cached_model(key)
-    return similarity_curves(lm, [ui.cached_trace(key, s) for s in sentences], word,
-                             exclude_bos=exclude_bos, center=center)
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def pieces_for(key, sentences: tuple, word: str) -> pd.DataFrame:
-    return word_pieces(ui.cached_model(key), [ui.cached_trace(key, s) for s in sentences], word)
-
-
 # Both models go on one chart, so each is computed here; a failure becomes a message for that model only.
 frames, pieces = [], {}
 for slot in ui.current_slots():
-    if slot.lm is None or not slot.lm.has_weights:
+    if not data.runs_text(slot):
         st.warning(f"Model {slot.label} ({slot.key.source}) is not shown: "
                    + (slot.error or "it is loaded from its config only (turn on 'Load the weights')."))
         continue
     try:
-        curves = curves_for(slot.key, tuple(sentences), word.strip(), exclude_bos, center)
-        pieces[slot.label] = slot.title, pieces_for(slot.key, tuple(sentences), word.strip())
-        for sentence in sentences:  # a sentence cut at the token limit says so
-            ui.truncation_note(slot, ui.cached_trace(slot.key, sentence))
+        curves = data.curves(slot.key, tuple(sentences), word.strip(), exclude_bos, center)
+        pieces[slot.label] = slot.title, data.pieces(slot.key, tuple(sentences), word.strip())
+        data.truncation_notes(slot, tuple(sentences))
     except (ValueError, ModelLoadError) as error:
         st.error(f"Model {slot.label} ({slot.key.source}): {error}")
         continue
