@@ -26,6 +26,11 @@ result are exactly `model.generate(do_sample=False)`), with three additions:
 `next_token_table` is the distribution itself: softmax(logits / T) over the
 vocabulary at the prompt's last position, its top k rows.
 
+The logits processors, the steering addition and the remote top-k are in
+core.intervene.sampling (torch only), shared with core.remote.generation: a
+remote model (core.remote) runs each call as one NDIF job with that same code and
+brings back only the new ids or the table's rows; its continuation arrives whole.
+
 `from core import generate` gives the function; the module's other names (`generate_ids`,
 `next_token_logits`, `top_tokens`) come with `from core.intervene.generation import …`.
 """
@@ -41,9 +46,9 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 from transformers.generation.streamers import BaseStreamer
 
+from core.intervene.sampling import add_delta, processors as _processors
 from core.text.chat import prompt_ids
 from core.model.hooks import Edit, check_layer, edited_residual
 from core.model.loaded import LoadedModel
@@ -95,9 +100,14 @@ class Generation:
 # ---------------------------------------------------------------- checks
 
 
+def _is_remote(lm: LoadedModel) -> bool:
+    """A core.remote model: it runs where lm.remote says (NDIF or its simulation), weights or not."""
+    return getattr(lm, "remote", None) is not None
+
+
 def _require_weights(lm: LoadedModel) -> None:
     require_tokenizer(lm)
-    if not lm.has_weights:
+    if not lm.has_weights and not _is_remote(lm):
         raise ModelLoadError(f"{lm.name} was loaded from its config only: load its weights to generate.")
 
 
@@ -112,8 +122,8 @@ def _check_settings(max_new_tokens: int, temperature: float, top_p: float, seed:
         raise ValueError(f"The seed must be a whole number ≥ 0, not {seed!r}.")
 
 
-def steer_edit(lm: LoadedModel, steer: Steer) -> dict[int, Edit]:
-    """The edit {layer: h -> h + strength * vector} for core.model.hooks, after checking every part of `steer`."""
+def steer_delta(lm: LoadedModel, steer: Steer) -> tuple[int, torch.Tensor]:
+    """(layer, strength * vector in the model's dtype (hidden,)) after checking every part of `steer`."""
     layer = check_layer(lm, steer.layer)
     strength = float(steer.strength)
     if not math.isfinite(strength):
@@ -131,49 +141,23 @@ def steer_edit(lm: LoadedModel, steer: Steer) -> dict[int, Edit]:
     if not torch.isfinite(delta.float().pow(2).mean()):  # the layer norms square the state in float32
         raise ValueError(f"strength × vector is too large for {lm.name} (strength {strength:g}): the layer norms "
                          "would overflow and the output would be garbage. Choose a smaller strength.")
+    return layer, delta
+
+
+def steer_edit(lm: LoadedModel, steer: Steer) -> dict[int, Edit]:
+    """The edit {layer: h -> h + strength * vector} for core.model.hooks, after checking every part of `steer`."""
+    layer, delta = steer_delta(lm, steer)
     placed: dict[torch.device, torch.Tensor] = {}
 
     def add(hidden: torch.Tensor) -> torch.Tensor:  # (batch, T, hidden) -> same
         if hidden.device not in placed:  # moved once per device (a model may be split across devices)
             placed[hidden.device] = delta.to(device=hidden.device, dtype=hidden.dtype)
-        return hidden + placed[hidden.device]
+        return add_delta(hidden, placed[hidden.device])
 
     return {layer: add}
 
 
 # ---------------------------------------------------------------- transformers plumbing
-
-
-class _SeededSampler(LogitsProcessor):
-    """Draws the next token with its own torch.Generator and leaves only that token's score finite.
-
-    Placed after the temperature and top-p warpers, with generate in greedy mode:
-    the argmax of the returned scores is the sampled token.
-    """
-
-    def __init__(self, seed: int):
-        self.seed = seed
-        self.generator: torch.Generator | None = None
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.generator is None:  # created on the device the scores live on
-            self.generator = torch.Generator(device=scores.device).manual_seed(self.seed)
-        probs = torch.softmax(scores, dim=-1)  # (batch, vocab)
-        choice = torch.multinomial(probs, num_samples=1, generator=self.generator)  # (batch, 1)
-        return torch.full_like(scores, -math.inf).scatter_(1, choice, 0.0)
-
-
-class _RequireFinite(LogitsProcessor):
-    """An edit that blows the residual stream up makes the scores NaN: stop with a message, not garbage."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if torch.isnan(scores).any() or torch.isposinf(scores).any():
-            raise ValueError(f"The intervention made {self.name}'s next-token scores NaN or infinite: "
-                             "the strength is too large for this model.")
-        return scores
 
 
 class _CallbackStreamer(BaseStreamer):
@@ -233,8 +217,20 @@ def generate_ids(lm: LoadedModel, input_ids: list[int], *, max_new_tokens: int, 
 
     temperature 0: greedy, identical to model.generate(do_sample=False). temperature > 0: sampled
     from softmax(logits / T) within the top-p nucleus, with a generator of its own seeded by `seed`.
-    `edits` ({layer: hidden -> edited hidden}) apply on the prompt pass and every new token.
+    `edits` ({layer: hidden -> edited hidden}) apply on the prompt pass and every new token; a remote
+    model (core.remote) runs in one job and takes no `edits` (a Python function is not sent to NDIF:
+    steer it with `generate(..., steer=)`).
     """
+    if edits and _is_remote(lm):
+        raise ValueError(f"{lm.name} runs remotely: only a Steer can be applied to it (generate(..., steer=...)).")
+    return _generate_ids(lm, input_ids, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                         seed=seed, edits=edits, on_token=on_token)
+
+
+def _generate_ids(lm: LoadedModel, input_ids: list[int], *, max_new_tokens: int, temperature: float, top_p: float,
+                  seed: int, edits: Mapping[int, Edit] | None, on_token: OnToken | None,
+                  steer: tuple[int, torch.Tensor] | None = None) -> Generation:
+    """generate_ids, here or (a remote model) in one job; `steer`: (layer, delta (hidden,)) for a remote model."""
     _require_weights(lm)
     _check_settings(max_new_tokens, temperature, top_p, seed)
     max_new_tokens, seed = whole_number(max_new_tokens), whole_number(seed)
@@ -243,24 +239,25 @@ def generate_ids(lm: LoadedModel, input_ids: list[int], *, max_new_tokens: int, 
     truncated = len(input_ids) > MAX_PROMPT_TOKENS
     input_ids = list(input_ids)[:MAX_PROMPT_TOKENS]
 
-    processors = LogitsProcessorList()
-    if edits:
-        processors.append(_RequireFinite(lm.name))
-    if temperature > 0:
-        processors.append(TemperatureLogitsWarper(float(temperature)))
-        if top_p < 1:
-            processors.append(TopPLogitsWarper(float(top_p)))
-        processors.append(_SeededSampler(seed))
-    streamer = _CallbackStreamer(lm.tokenizer, on_token) if on_token is not None else None
-
-    ids = torch.tensor([input_ids], device=lm.device)  # (1, T)
     start = time.perf_counter()
-    with edited_residual(lm, edits or {}):  # holds the lock even without edits: forwards never interleave
-        output = lm.model.generate(
-            input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=max_new_tokens,
-            logits_processor=processors, streamer=streamer, pad_token_id=pad_id(lm))
+    if _is_remote(lm):  # one job; the ids arrive whole at its end (nnsight 0.8.1 streams nothing back)
+        from core.remote.generation import remote_generate_ids
+
+        new_ids = remote_generate_ids(lm, input_ids, max_new_tokens=max_new_tokens, temperature=temperature,
+                                      top_p=top_p, seed=seed, steer=steer)
+        if on_token is not None:
+            for count in range(1, len(new_ids) + 1):
+                on_token(new_ids[count - 1], lm.tokenizer.decode(list(new_ids[:count]), skip_special_tokens=True))
+    else:
+        processors = _processors(lm.name, temperature, top_p, seed, bool(edits))
+        streamer = _CallbackStreamer(lm.tokenizer, on_token) if on_token is not None else None
+        ids = torch.tensor([input_ids], device=lm.device)  # (1, T)
+        with edited_residual(lm, edits or {}):  # holds the lock even without edits: forwards never interleave
+            output = lm.model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=max_new_tokens,
+                logits_processor=processors, streamer=streamer, pad_token_id=pad_id(lm))
+        new_ids = tuple(int(i) for i in output[0, len(input_ids):].tolist())
     seconds = time.perf_counter() - start
-    new_ids = tuple(int(i) for i in output[0, len(input_ids):].tolist())
     return Generation(
         text=lm.tokenizer.decode(list(new_ids), skip_special_tokens=True), token_ids=new_ids,
         prompt_ids=tuple(input_ids), temperature=float(temperature), top_p=float(top_p), seed=seed,
@@ -273,9 +270,12 @@ def generate(lm: LoadedModel, prompt: str, *, max_new_tokens: int = 20, temperat
              on_token: OnToken | None = None) -> Generation:
     """The continuation of `prompt` (new text only). chat=True wraps it in the model's chat template first."""
     _require_weights(lm)
-    edits = steer_edit(lm, steer) if steer is not None else None
-    generation = generate_ids(lm, _model_ids(lm, prompt, chat), max_new_tokens=max_new_tokens,
-                              temperature=temperature, top_p=top_p, seed=seed, edits=edits, on_token=on_token)
+    remote = _is_remote(lm)
+    edits = steer_edit(lm, steer) if steer is not None and not remote else None
+    delta = steer_delta(lm, steer) if steer is not None and remote else None
+    generation = _generate_ids(lm, _model_ids(lm, prompt, chat), max_new_tokens=max_new_tokens,
+                               temperature=temperature, top_p=top_p, seed=seed, edits=edits, on_token=on_token,
+                               steer=delta)
     if steer is None:
         return generation
     return dataclasses.replace(generation, settings={"steer_layer": int(steer.layer), "steer_strength": float(steer.strength)})
@@ -285,6 +285,10 @@ def next_token_logits(lm: LoadedModel, prompt: str, *, chat: bool = False) -> np
     """The model's next-token scores after `prompt` (its last position), as float32: (vocab,)."""
     _require_weights(lm)
     ids = _model_ids(lm, prompt, chat)[:MAX_PROMPT_TOKENS]  # a plain prompt is cut, as run_trace cuts it
+    if _is_remote(lm):  # one job; the whole row of scores comes back (vocab x 4 bytes)
+        from core.remote.generation import remote_next_token
+
+        return remote_next_token(lm, ids)["logits"].float().numpy()
     input_ids = torch.tensor([ids], device=lm.device)  # (1, T)
     with lm.lock, torch.inference_mode():
         out = lm.model(input_ids=input_ids, use_cache=False, **last_logits_only(lm, len(ids)))
@@ -309,23 +313,50 @@ def token_distribution(logits: np.ndarray, temperature: float = 1.0) -> np.ndarr
 
 def top_tokens(lm: LoadedModel, logits: np.ndarray, k: int = 10, temperature: float = 1.0) -> pd.DataFrame:
     """The k most likely next tokens under softmax(logits / T): rank, token, token_id, prob."""
+    return _top_of(lm, token_distribution(logits, temperature), _check_k(k))
+
+
+def _top_of(lm: LoadedModel, probs: np.ndarray, k: int) -> pd.DataFrame:
+    """The k rows of the largest of `probs` (vocab,) float64."""
+    k = min(k, probs.size)
+    top = np.argpartition(-probs, k - 1)[:k]
+    return _table(lm, top, probs[top], k)
+
+
+def _check_k(k) -> int:
     count = whole_number(k)
     if count is None or count < 1:
         raise ValueError(f"k must be a whole number ≥ 1, not {k!r}.")
-    k = count
-    probs = token_distribution(logits, temperature)  # (vocab,)
-    k = min(k, probs.size)
-    top = np.argpartition(-probs, k - 1)[:k]
-    top = top[np.lexsort((top, -probs[top]))]  # by probability, ties by id: a stable order
+    return count
+
+
+def _table(lm: LoadedModel, ids: np.ndarray, probs: np.ndarray, k: int) -> pd.DataFrame:
+    """The k rows of the most likely of `ids` (n,) with `probs` (n,): by probability, ties by id (a stable order)."""
+    order = np.lexsort((ids, -probs))[:k]
+    top, probs = np.asarray(ids)[order].astype(np.int64), np.asarray(probs, dtype=np.float64)[order]
     return pd.DataFrame({
-        "rank": np.arange(1, k + 1),
+        "rank": np.arange(1, len(top) + 1),
         "token": [display_token(lm, int(i)) for i in top],
-        "token_id": top.astype(np.int64),
-        "prob": probs[top],
+        "token_id": top,
+        "prob": probs,
     })
 
 
 def next_token_table(lm: LoadedModel, prompt: str, k: int = 10, temperature: float = 1.0, *,
                      chat: bool = False) -> pd.DataFrame:
-    """Top-k next tokens after `prompt` with softmax(logits / T) probabilities: rank, token, token_id, prob."""
+    """Top-k next tokens after `prompt` with softmax(logits / T) probabilities: rank, token, token_id, prob.
+
+    A remote model (core.remote) reduces inside its one job: only the top k (+ a few, for ties) come back.
+    """
+    if _is_remote(lm):
+        from core.remote.generation import remote_next_token
+
+        _require_weights(lm)
+        k = _check_k(k)
+        token_distribution(np.zeros(1), temperature)  # the same message for a bad temperature
+        ids = _model_ids(lm, prompt, chat)[:MAX_PROMPT_TOKENS]
+        top = remote_next_token(lm, ids, k=k, temperature=float(temperature))
+        probs = np.zeros(int(top["size"]))  # (vocab,): the rows left out are ~0 (or exactly 0 where they underflow)
+        probs[top["ids"].numpy()] = top["probs"].numpy()
+        return _top_of(lm, probs, k)
     return top_tokens(lm, next_token_logits(lm, prompt, chat=chat), k, temperature)

@@ -8,7 +8,7 @@ import intervene_ui
 import ui
 from charts.intervene import next_token_chart
 from charts.lens import visible
-from core.intervene.generation import next_token_logits, top_tokens
+from core.intervene.generation import next_token_logits, next_token_table, top_tokens
 
 PRESETS = {
     "The capital of France is": "The capital of France is",
@@ -68,10 +68,19 @@ def logits_for(key, prompt: str, chat: bool) -> np.ndarray:
     return next_token_logits(ui.cached_model(key), prompt, chat=chat)  # (vocab,)
 
 
+@st.cache_data(max_entries=32, show_spinner="Asking NDIF for the next tokens…")
+def remote_table_for(key, prompt: str, chat: bool, k: int, temperature: float):
+    """A remote model's table, reduced where it runs (one job; a failed job raises, so is not cached)."""
+    return next_token_table(ui.cached_model(key), prompt, k, temperature, chat=chat)
+
+
 def distribution(slot) -> None:
     if slot.label not in chat:
         return  # the model's column above already shows why it cannot run
-    table = top_tokens(slot.lm, logits_for(slot.key, prompt, chat[slot.label]), k, temperature)
+    if ui.remote_of(slot.lm) is not None:  # only the rows shown come back: a new k or T is a new job
+        table = remote_table_for(slot.key, prompt, chat[slot.label], k, temperature)
+    else:
+        table = top_tokens(slot.lm, logits_for(slot.key, prompt, chat[slot.label]), k, temperature)
     export.show_chart(next_token_chart(table, temperature), f"next_token_{slot.label}", table=table,
                       settings={"model": slot.key.source, "temperature": temperature, "k": k,
                                 "chat template": chat[slot.label]}, width="stretch")
@@ -98,6 +107,10 @@ if clicked:
 def continuation(slot) -> None:
     if slot.label not in chat:
         return
+    if ui.remote_of(slot.lm) is not None:
+        st.caption("This model runs remotely: its continuation is one NDIF job and arrives whole when the job "
+                   "ends (nnsight 0.8.1 sends nothing back before), so it is not streamed token by token, and "
+                   "Stop only stops waiting for it.")
     if clicked:
         intervene_ui.stream_generation(slot, PREFIX, prompt, chat[slot.label], settings)
     else:
