@@ -63,7 +63,8 @@ def remote_next_token(lm: RemoteLoadedModel, ids: list[int], *, k: int | None = 
     rm = lm.remote
     nn = rm.nn
     input_ids = torch.tensor([list(ids)])  # (1, T)
-    keep = {name: value.cpu() for name, value in last_logits_only(lm, len(ids)).items()}  # the head on one row
+    # the head on the last row only, as the local path runs it (the index made here: a meta model's is on meta)
+    keep = {name: torch.tensor([len(ids) - 1]) for name in last_logits_only(lm, len(ids))}
     job = rm.new_job(f"next token, {len(ids)} tokens" if k is None else f"top {k} next tokens, {len(ids)} tokens")
 
     def work():
