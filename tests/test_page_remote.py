@@ -20,11 +20,11 @@ import pytest
 import numpy as np
 
 from core import load_model, logit_lens, run_trace, token_trajectory
-from core.remote import connection
 from core.remote.budget import lens_page_bytes
 from core.remote.model import RemoteModel
 from tests.apptest import assert_clean, run_page
 from tests.test_pages_context import chart_data
+from tests.test_remote import no_ambient_key  # noqa: F401 (autouse: no NDIF key or host from this machine)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dashboard"))
 import export  # noqa: E402
@@ -37,14 +37,6 @@ REPO = "org/tiny-llama"
 NOTE = "Model A runs on NDIF; this page does not run remote models yet"
 GEMMA_PARAMS = "268,098,176"
 TINY_PARAMS = "38,112"
-
-
-@pytest.fixture(autouse=True)
-def no_ambient_key(monkeypatch, tmp_path):
-    """No NDIF key or host from this machine: each test says where its key comes from."""
-    monkeypatch.delenv("NDIF_API_KEY", raising=False)
-    monkeypatch.delenv("NDIF_HOST", raising=False)
-    monkeypatch.setattr(connection, "SECRETS_FILE", tmp_path / "no-secrets.toml")
 
 
 @pytest.fixture(scope="module")
