@@ -77,11 +77,16 @@ def special_mask(trace: Trace) -> np.ndarray:
 def hidden_state_facts(trace: Trace) -> pd.DataFrame:
     """One row per hidden-state entry: index, what it is, shape as the model returns it, vector norms."""
     entries, T, H = trace.hidden_states.shape
-    norms = np.linalg.norm(trace.hidden_states, axis=-1)  # (L+1, T)
+    return facts_table(np.linalg.norm(trace.hidden_states, axis=-1), H)  # norms (L+1, T)
+
+
+def facts_table(norms: np.ndarray, hidden: int) -> pd.DataFrame:
+    """hidden_state_facts from the vector lengths alone (norms (L+1, T)): what a remote model sends back."""
+    entries, T = norms.shape
     return pd.DataFrame({
         "entry": range(entries),
         "what": ["token embeddings"] + [f"output of block {i - 1}" for i in range(1, entries)],
-        "shape": [f"(1, {T}, {H})"] * entries,
+        "shape": [f"(1, {T}, {hidden})"] * entries,
         "mean_norm": norms.mean(axis=1),
         "max_norm": norms.max(axis=1),
     })
@@ -155,7 +160,20 @@ def word_vectors_across(lm: LoadedModel, sentences: Sequence[str | Trace], words
     A remote model runs every sentence in one job and sends back only the words' vectors.
     """
     traces = _as_tokens(lm, sentences)
-    plans = []  # per word: (sentence index, its tokens, the word's positions) where it occurs
+    plans = word_plans(traces, words)
+    if _is_remote(lm):
+        from core.remote.context import context_job
+
+        stacks = context_job(lm, _ids(traces), "word vectors", vectors=asked_vectors(plans))  # each (L+1, S_w, H)
+        per_word = [[stack[:, k] for k in range(stack.shape[1])] for stack in stacks]
+    else:
+        per_word = [[word_vectors(trace, positions) for _, trace, positions in found] for found in plans]
+    return vector_table(words, plans, per_word, n_values)
+
+
+def word_plans(traces: list, words: Sequence[str]) -> list[list[tuple]]:
+    """Per word: (sentence index, its tokens, the word's positions) for each sentence that holds it."""
+    plans = []
     for word in words:
         found = []
         for i, trace in enumerate(traces):
@@ -166,14 +184,17 @@ def word_vectors_across(lm: LoadedModel, sentences: Sequence[str | Trace], words
         if not found:
             raise ValueError(f'The word "{word}" is in none of the sentences.')
         plans.append(found)
-    if _is_remote(lm):
-        from core.remote.context import context_job
+    return plans
 
-        asked = [[(i, positions) for i, _, positions in found] for found in plans]
-        stacks = context_job(lm, _ids(traces), "word vectors", vectors=asked)  # each (L+1, S_w, H)
-        per_word = [[stack[:, k] for k in range(stack.shape[1])] for stack in stacks]
-    else:
-        per_word = [[word_vectors(trace, positions) for _, trace, positions in found] for found in plans]
+
+def asked_vectors(plans: list[list[tuple]]) -> list[list[tuple[int, list[int]]]]:
+    """What a remote job is asked for: per word, (sentence index, positions) of each sentence that holds it."""
+    return [[(i, positions) for i, _, positions in found] for found in plans]
+
+
+def vector_table(words: Sequence[str], plans: list[list[tuple]], per_word: list[list[np.ndarray]],
+                 n_values: int) -> pd.DataFrame:
+    """word_vectors_across's rows from each word's vectors (per_word[w][k]: (L+1, H) in plans[w][k]'s sentence)."""
     rows = []
     for word, found, vectors in zip(words, plans, per_word):  # vectors: each (L+1, H)
         for layer in range(vectors[0].shape[0]):

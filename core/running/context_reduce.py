@@ -48,3 +48,12 @@ def similarity_reduce(words: torch.Tensor, tokens: list[torch.Tensor], center: b
     pair_baseline = torch.einsum("ilh,jlh->ijl", sums, sums) / torch.outer(counts, counts)[..., None]  # (S, S, L+1)
     cosine = torch.einsum("ilh,jlh->ijl", words, words)  # (S, S, L+1)
     return {"cosine": cosine, "baseline": cross / pairs, "pair_baseline": pair_baseline}
+
+
+def prompt_reduce(states: torch.Tensor, position: int | None) -> dict[str, torch.Tensor]:
+    """What the hidden-states page shows of one prompt: every token's vector length at every entry, and
+    one token's whole vector at every entry (states: (L+1, T, H); position None: no token picked)."""
+    out = {"norms": states.norm(dim=-1)}  # (L+1, T)
+    if position is not None:
+        out["column"] = states[:, position].clone()  # (L+1, H); a view would send the whole (L+1, T, H) storage
+    return out

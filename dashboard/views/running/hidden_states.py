@@ -5,9 +5,10 @@ import streamlit as st
 
 import align_picker
 import export
+import hidden_data
 import ui
 from charts.context import difference_chart
-from core.running.context import difference_by_layer, hidden_state_facts, word_vectors_across
+from core.running.context import difference_by_layer
 
 PROMPTS = {"大家好": "大家好", "how are you?": "how are you?", "The apple is green": "the apple is green."}
 DEMO = "how about you?\nhow are you?\nnice to meet you"
@@ -30,32 +31,35 @@ if not prompt.strip():
     st.warning("Type a prompt, or click an example.")
     st.stop()
 
-selection = align_picker.pick("hs", prompt, align_picker.usable_traces(prompt))
+data = hidden_data.PageData(prompt, DEMO, "how, you")  # each model's numbers; a remote model's in one job
+selection = align_picker.pick("hs", prompt, data.usable_tokens(ui.current_slots()))
 
 
 def one_prompt(slot) -> None:
-    trace = ui.trace_for(slot, prompt)
-    ui.truncation_note(slot, trace)
-    entries, T, H = trace.hidden_states.shape
+    tokens = data.tokens(slot)
+    ui.truncation_note(slot, tokens)
+    T = len(tokens.tokens)
+    position = selection.focus(slot.label) if selection else T - 1
+    view = data.view(slot, position)
+    entries, H = view.entries, view.hidden_size
     a, b = st.columns(2)
     a.metric("Hidden-state entries", entries, help=f"{slot.lm.num_layers} layers + the token embeddings (entry 0)")
     b.metric("Shape of each entry", f"(1, {T}, {H})", help="(sentences, tokens, numbers per vector)")
-    position = selection.focus(slot.label) if selection else T - 1
     if position is None:
         st.info("No token of this model covers the picked characters (a start token covers none; text past "
                 "the token limit was not run): pick another word.")
         return
     layer = st.slider("Layer", 0, entries - 1, min(1, entries - 1), key=f"hs_layer_{slot.label}_{entries}",
                       help="hidden_states[l]: the input of block l = the output of block l − 1; 0 = the token embeddings")
-    vector = trace.hidden_states[layer, position]
-    st.caption(f"First values of token {position} {trace.tokens[position]!r} at entry {layer} "
+    vector = view.vector(layer)  # (H,)
+    st.caption(f"First values of token {position} {tokens.tokens[position]!r} at entry {layer} "
                f"(of {H}; length of the whole vector: {float((vector**2).sum() ** 0.5):,.2f})")
     st.dataframe(pd.DataFrame([vector[:8]], columns=[f"[{i}]" for i in range(8)]).style.format("{:.4f}"),
                  hide_index=True, width="stretch")
     ui.download_csv(pd.DataFrame({"dimension": range(H), "value": vector}),
                     f"hidden_state_{slot.label}_layer{layer}_token{position}.csv", "CSV of this whole vector")
     with st.expander("Every entry: shape and vector lengths"):
-        facts = hidden_state_facts(trace)
+        facts = view.facts()
         st.dataframe(facts, hide_index=True, width="stretch",
                      column_config={"mean_norm": st.column_config.NumberColumn("mean length", format="%.2f"),
                                     "max_norm": st.column_config.NumberColumn("max length", format="%.2f")})
@@ -72,20 +76,12 @@ st.markdown(
     "**how** stays identical at every layer: it opens its sentence, so there is nothing different to its left "
     "to look at (a begin-of-sentence token, if the model adds one, is the same in every sentence)."
 )
-sentences_text = ui.text_input("Sentences, one per line", key="hs_sentences", default=DEMO, area=True, height=100)
-ui.preset_buttons({"how / you (lecture)": DEMO}, "hs_sentences")
-words_text = ui.text_input("Words to follow, separated by commas", key="hs_words", default="how, you")
-sentences = tuple(s.strip() for s in sentences_text.splitlines() if s.strip())
-words = tuple(w.strip() for w in words_text.split(",") if w.strip())
-if len(sentences) < 2 or not words:
+ui.text_input("Sentences, one per line", key=hidden_data.SENTENCES_KEY, default=DEMO, area=True, height=100)
+ui.preset_buttons({"how / you (lecture)": DEMO}, hidden_data.SENTENCES_KEY)
+ui.text_input("Words to follow, separated by commas", key=hidden_data.WORDS_KEY, default="how, you")
+if not data.demo_asked():
     st.warning("Type at least two sentences (one per line) and one word.")
     st.stop()
-
-
-@st.cache_data(max_entries=32, show_spinner="Running the sentences…")
-def demo_table(key, sentences: tuple, words: tuple) -> pd.DataFrame:
-    lm = ui.cached_model(key)
-    return word_vectors_across(lm, [ui.cached_trace(key, s) for s in sentences], words, n_values=3)
 
 
 def highlight(row: pd.Series) -> list[str]:
@@ -94,7 +90,7 @@ def highlight(row: pd.Series) -> list[str]:
 
 
 def demo(slot) -> None:
-    table = demo_table(slot.key, sentences, words)
+    table = data.demo(slot)
     summary = difference_by_layer(table)
     export.show_chart(difference_chart(summary), f"same_word_difference_{slot.label}_chart", width="stretch")
     st.caption("0 means the word has exactly the same vector in every sentence that contains it.")
