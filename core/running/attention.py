@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch
 
 from core.model.loaded import LoadedModel
 from core.model.errors import UnsupportedArchitecture
+from core.running import attention_reduce as shared
 from core.running.trace import Trace, run_trace
 
 SUMMARY_METRICS = {  # column -> plain description, shown in the dashboard
@@ -49,8 +51,16 @@ def require_attention(lm: LoadedModel, trace: Trace | None = None) -> None:
 
 
 def attention_weights(lm: LoadedModel, prompt: str) -> tuple[list[str], np.ndarray]:
-    """Token strings and the attention weights (layers, heads, T, T), rows summing to 1, causal."""
+    """Token strings and the attention weights (layers, heads, T, T), rows summing to 1, causal.
+
+    A remote model (core.remote) brings every head back in one job only when that fits the page budget;
+    otherwise RemoteResultTooLarge says to ask core.running.attention_page.attention_page for less.
+    """
     require_attention(lm)
+    if getattr(lm, "remote", None) is not None:
+        from core.running.attention_page import remote_attention_weights
+
+        return remote_attention_weights(lm, prompt)
     trace = run_trace(lm, prompt)
     require_attention(lm, trace)
     return list(trace.tokens), normalised(trace.attentions)
@@ -76,19 +86,12 @@ def hide_first_token(weights: np.ndarray) -> np.ndarray:
 
 def head_summaries(attentions: np.ndarray) -> dict[str, np.ndarray]:
     """The four summaries of SUMMARY_METRICS, each a (layers, heads) array."""
-    layers, heads, T, _ = attentions.shape
+    layers, heads = attentions.shape[:2]
     out = {name: np.zeros((layers, heads), dtype=np.float64) for name in SUMMARY_METRICS}
-    if T < 2:
-        return out
-    rows = np.arange(1, T)
-    distance = (np.arange(T)[:, None] - np.arange(T)[None, :]).clip(min=0)[1:]  # (T-1, T): i - j
     for layer in range(layers):  # one layer at a time: bounded memory at 512 tokens
-        a = attentions[layer, :, 1:, :].astype(np.float32)  # (heads, T-1, T), query rows 1..T-1
-        out["first_token_mass"][layer] = a[:, :, 0].mean(axis=1)
-        logs = np.log2(a, out=np.zeros_like(a), where=a > 0)
-        out["entropy_bits"][layer] = -(a * logs).sum(axis=-1).mean(axis=1)
-        out["previous_token"][layer] = a[:, rows - 1, rows - 1].mean(axis=1)
-        out["mean_distance"][layer] = (a * distance).sum(axis=-1).mean(axis=1)
+        values = shared.layer_summaries(torch.from_numpy(attentions[layer].astype(np.float32))).numpy()  # (4, heads)
+        for i, name in enumerate(shared.METRICS):
+            out[name][layer] = values[i]
     return out
 
 
@@ -110,8 +113,12 @@ def kv_head_of(lm: LoadedModel) -> np.ndarray:
 def summary_table(lm: LoadedModel, trace: Trace) -> pd.DataFrame:
     """One row per (layer, head): its KV head, layer kind, and the four summaries."""
     require_attention(lm, trace)
-    summaries = head_summaries(trace.attentions)
-    layers, heads = trace.attentions.shape[:2]
+    return summaries_table(lm, head_summaries(trace.attentions))
+
+
+def summaries_table(lm: LoadedModel, summaries: dict[str, np.ndarray]) -> pd.DataFrame:
+    """summary_table's rows from head_summaries' dict (each (layers, heads)), however they were computed."""
+    layers, heads = next(iter(summaries.values())).shape
     kinds, kv = layer_kinds(lm), kv_head_of(lm)
     table = pd.DataFrame({
         "layer": np.repeat(np.arange(layers), heads),

@@ -6,10 +6,8 @@ import streamlit as st
 import align_picker
 import export
 import ui
-from charts.align import with_picked_row
-from charts.attention import grid_image, head_heatmap, png_bytes, summary_heatmap
-from core.running.attention import (SUMMARY_METRICS, head_csv_table, head_view, kv_head_of, layer_kinds, require_attention,
-                            summary_table)
+from attention_data import WINDOW, PageData, is_remote
+from core.running.attention import SUMMARY_METRICS, head_csv_table, kv_head_of, layer_kinds, require_attention
 
 SHORT = "the apple is green. what color is the apple?"
 LONG = " ".join([
@@ -39,7 +37,6 @@ LONG = " ".join([
     "families visit orchards to pick their own apples, to drink fresh cider, and to eat warm apple pie.",
 ])
 PRESETS = {"The apple is green": SHORT, "A long text (about 500 tokens)": LONG}
-WINDOW = 40  # tokens drawn up close at most: one rectangle per pair, each with a tooltip
 
 st.title("Attention: which earlier tokens each token looks at")
 st.markdown(
@@ -65,34 +62,6 @@ if not prompt.strip():
     st.stop()
 
 
-@st.cache_data(max_entries=32, show_spinner="Drawing every head…")
-def grid_png(key, prompt: str, hide_first: bool, log_scale: bool, shared: bool, selected: tuple) -> bytes:
-    lm, trace = ui.cached_model(key), ui.cached_trace(key, prompt)
-    title = f"{ui.short_name(key.source)}: rows = layers, columns = heads"
-    return png_bytes(grid_image(trace.attentions, hide_first=hide_first, log_scale=log_scale, shared_scale=shared,
-                                layer_kinds=layer_kinds(lm), kv_heads=kv_head_of(lm), selected=selected, title=title))
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def summaries(key, prompt: str):
-    return summary_table(ui.cached_model(key), ui.cached_trace(key, prompt))
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def summary_spec(key, prompt: str, metric: str) -> dict:
-    """The chart as a Vega-Lite spec, cached: Altair's schema validation costs more than drawing it."""
-    return summary_heatmap(summaries(key, prompt), metric, SUMMARY_METRICS[metric]).to_dict()
-
-
-@st.cache_data(max_entries=256, show_spinner=False)
-def head_spec(key, prompt: str, layer: int, head: int, hide_first: bool, start: int, log_scale: bool,
-              row: int | None) -> dict:
-    """One head's heatmap for WINDOW tokens from `start`, with the picked token's row (`row`) outlined."""
-    trace = ui.cached_trace(key, prompt)
-    cells = head_view(trace.attentions, trace.tokens, layer, head, hide_first, start, WINDOW)
-    return with_picked_row(head_heatmap(cells, log_scale), cells, row).to_dict()
-
-
 def picked_head(slot, clamp: bool = False) -> tuple[int, int]:
     """The head chosen for slot (layer, head); `clamp` (before the pickers are drawn) fits it to this model."""
     layers, heads = slot.lm.num_layers, slot.lm.num_heads
@@ -112,7 +81,8 @@ def open_clicked(label: str) -> None:
         st.session_state[f"attn_head_{label}"] = int(points[0]["head"])
 
 
-selection = align_picker.pick("attn", prompt, align_picker.usable_traces(prompt))
+data = PageData(prompt, hide_first)  # a remote model: what this run draws, in one job
+selection = align_picker.pick("attn", prompt, data.usable(ui.current_slots()))
 
 # ---------------------------------------------------------------- one head up close
 st.header("One head up close")
@@ -122,8 +92,9 @@ st.caption("Pick a layer and a head (or click a square in the summaries below). 
 
 def up_close(slot) -> None:
     require_attention(slot.lm)  # a model without attention (state-space) gets a plain message in its column
-    trace = ui.trace_for(slot, prompt)
-    require_attention(slot.lm, trace)  # attention that returned no weights: the same, said plainly
+    trace = data.tokens(slot)  # a remote model's from the local tokenizer: no job yet
+    if not is_remote(slot):
+        require_attention(slot.lm, trace)  # attention that returned no weights: the same, said plainly
     ui.truncation_note(slot, trace)
     row = selection.focus(slot.label) if selection else len(trace.tokens) - 1
     layer, head = picked_head(slot, clamp=True)
@@ -141,12 +112,13 @@ def up_close(slot) -> None:
         start = st.slider("Tokens shown (a window of the long prompt)", 0, len(trace.tokens) - WINDOW,
                           key=f"attn_window_{slot.label}",
                           help=f"Up close shows {WINDOW} tokens at a time; the grid below shows all of them.")
-    export.show_vega_lite(head_spec(slot.key, prompt, layer, head, hide_first, start, log_scale, row),
+    source, at_layer, at_head = data.head(slot, layer, head)  # a remote model: this head (and the rest drawn below)
+    export.show_vega_lite(data.head_spec(slot, layer, head, start, log_scale, row),
                           f"attention_{slot.label}_layer{layer}_head{head}_chart", width="stretch",
                           settings={"layer": layer, "head": head, "hide first token": hide_first,
                                     "log scale": log_scale, "window start": start, "picked row": row})
-    st.markdown(align_picker.row_summary(trace, layer, head, row, hide_first))
-    ui.download_csv(head_csv_table(trace.attentions, trace.tokens, layer, head, hide_first),
+    st.markdown(align_picker.row_summary(source, at_layer, at_head, row, hide_first))
+    ui.download_csv(head_csv_table(source.attentions, source.tokens, at_layer, at_head, hide_first),
                     f"attention_{slot.label}_layer{layer}_head{head}.csv", "CSV of this head")
 
 
@@ -160,11 +132,18 @@ st.caption("One small square per head, same layout as above: rows attend to colu
            "recent tokens). The red box is the head shown up close.")
 
 
+def shown_up_close(slot) -> bool:
+    """Whether up close drew this model's head (else it said why, once, in its column)."""
+    if not slot.lm.num_heads:
+        return False
+    return not data.failed(slot) if is_remote(slot) else ui.trace_for(slot, prompt).attentions is not None
+
+
 def grid(slot) -> None:
-    if not slot.lm.num_heads or ui.trace_for(slot, prompt).attentions is None:  # said once, up close
+    if not shown_up_close(slot):
         return
     selected = picked_head(slot)
-    png = grid_png(slot.key, prompt, hide_first, log_scale, shared, selected)
+    png = data.grid_png(slot, log_scale, shared, selected)
     # The PNG is drawn at the size it is shown: a wider one would be shrunk and re-encoded as JPEG by st.image.
     export.show_image(png, f"attention_grid_{slot.label}_figure", output_format="PNG",
                       settings={"hide first token": hide_first, "log scale": log_scale, "shared scale": shared,
@@ -183,10 +162,10 @@ st.caption("One square per head, averaged over all tokens but the first. Click a
 
 
 def summary(slot) -> None:
-    if not slot.lm.num_heads or ui.trace_for(slot, prompt).attentions is None:  # said once, up close
+    if not shown_up_close(slot):
         return
-    table = summaries(slot.key, prompt)
-    export.show_vega_lite(summary_spec(slot.key, prompt, metric), f"attention_summaries_{slot.label}_chart",
+    table = data.summaries(slot, picked_head(slot))
+    export.show_vega_lite(data.summary_spec(slot, picked_head(slot), metric), f"attention_summaries_{slot.label}_chart",
                           settings={"summary": metric}, width="stretch", key=f"attn_pick_{slot.label}",
                           on_select=lambda: open_clicked(slot.label), selection_mode="pick")
     ui.download_csv(table, f"attention_summaries_{slot.label}.csv", "CSV of the summaries")
