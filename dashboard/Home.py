@@ -46,6 +46,7 @@ PAGES = {  # section -> (file, title, icon)
 }
 RUNS_REMOTE = {"views/home.py", "views/weights/architecture.py", "views/weights/vocabulary.py",  # pages that
                "views/running/logit_lens.py", "views/running/similarity.py", "views/intervene/next_token.py",
+               "views/running/attention.py",
                "views/running/hidden_states.py"}
 # work with a model on NDIF; every other page shows such a model as a plain note in its column (ui.page_slots)
 HERE = Path(__file__).parent
