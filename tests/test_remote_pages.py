@@ -126,3 +126,54 @@ def test_hidden_page_bytes_405b():
     size = hidden_page_bytes(lm.num_layers, lm.parts.layout.hidden_size, LECTURE_TOKENS, [2, 3])
     assert 127 * (12 + 6 * 16_384) * 4 <= size <= PAGE_BUDGET
     print(f"Llama-3.1-405B hidden-states page: {size:,} bytes")
+
+
+# ---------------------------------------------------------------- embedding neighbours (the Embeddings page)
+
+
+def same_neighbours(got, expected) -> float:
+    """Identical ranks, tokens, ids and query attrs; the largest cosine difference (asserted <= 1e-5)."""
+    assert list(got.columns) == list(expected.columns) == ["rank", "token", "token_id", "cosine"]
+    assert got[["rank", "token", "token_id"]].equals(expected[["rank", "token", "token_id"]])
+    assert got.attrs == expected.attrs
+    difference = float(np.abs(got["cosine"].to_numpy() - expected["cosine"].to_numpy()).max())
+    assert difference <= 1e-5
+    return difference
+
+
+@pytest.mark.parametrize("which", ["tiny", "smollm"])
+def test_nearest_tokens_simulated_is_local(folder, monkeypatch, request, which):
+    """nearest_tokens through the simulation = the local search (a token, an id, a split word), ONE job each,
+    k ids and cosines back; the model is left as it was (no hooks)."""
+    from core.weights.embeddings import nearest_tokens
+    from core.remote.embeddings import neighbour_bytes
+    from tests.test_remote_lens import hook_state
+
+    local = load_model(folder, device="cpu") if which == "tiny" else request.getfixturevalue("smollm")
+    lm = remote_model(local, "local")
+    hooks, jobs = hook_state(local.model), counted_jobs(monkeypatch, lm)
+    queries = [("#5", 10), ("apple", 25), ("AirPods", 200)]
+    for query, k in queries:
+        difference = same_neighbours(nearest_tokens(lm, query, k), nearest_tokens(local, query, k))
+        assert lm.remote.last.bytes_received == neighbour_bytes(k)
+        print(f"{which} {query!r} k={k}: ids identical, max cosine difference {difference:.1e}, "
+              f"{lm.remote.last.bytes_received:,} bytes back")
+    assert len(jobs) == len(queries) and all(job.stats.outcome == "completed" for job in jobs)
+    assert hook_state(local.model) == hooks
+
+
+def test_nearest_tokens_bytes_405b():
+    """Llama-3.1-405B on the meta device (128,256 x 16,384 table): a query is one job bringing back k ids
+    and cosines, the same few kB whatever the table's size; nothing of the table is read here."""
+    from transformers import LlamaConfig
+
+    from core.remote.embeddings import neighbour_bytes
+    from core.weights.embeddings import MAX_K
+
+    config = LlamaConfig(vocab_size=128_256, hidden_size=16_384, intermediate_size=53_248, num_hidden_layers=126,
+                         num_attention_heads=128, num_key_value_heads=8, tie_word_embeddings=False)
+    model = build_on_meta(config)
+    assert tuple(model.get_input_embeddings().weight.shape) == (128_256, 16_384)
+    size = neighbour_bytes(MAX_K)
+    assert MAX_K * (8 + 4) < size <= MAX_K * (8 + 4) + 2048 < 128_256 * 4  # (k,) int64 + (k,) fp32; < the norms
+    print(f"Llama-3.1-405B nearest tokens at k={MAX_K}: {size:,} bytes (the table: {128_256 * 16_384 * 2:,} bf16)")

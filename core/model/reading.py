@@ -16,6 +16,7 @@ import torch
 
 from core.model.errors import ModelLoadError
 from core.model.loaded import LoadedModel
+from core.weights.neighbour_reduce import compute_inverse_norms  # noqa: F401 (torch only, shared with NDIF)
 
 
 def parameter_value(module: torch.nn.Module, name: str = "weight") -> torch.Tensor:
@@ -51,21 +52,6 @@ def embedding_table(lm: LoadedModel) -> torch.Tensor:
         raise ModelLoadError(f"{lm.name} was loaded from its config only: embeddings need the weights.")
     # The module's own weight, or (offloaded by accelerate) its value read from RAM/disk, module untouched.
     return parameter_value(lm.parts.embed, "weight")  # (V, H), on the table's own device
-
-
-@torch.no_grad()
-def compute_inverse_norms(table: torch.Tensor) -> torch.Tensor:
-    """1 / |E[i]| for every row, fp32 (V,): one pass over the table in its own dtype.
-
-    Inverse so that a query costs one multiply per token instead of a divide; an all-zero
-    row (an unused slot) gets 0, i.e. cosine 0 instead of NaN. torch accumulates a bf16/fp16
-    norm in fp32 and rounds only the result (relative error <= 2^-8): about one bandwidth pass
-    (0.085 s for 128,256 x 3,072 bf16 here), where upcasting row chunks to fp32 first took 2x-20x
-    that. Ranking tolerates the rounding (RESCORE_MARGIN); the reported cosines are recomputed
-    exactly in top_cosine_rows.
-    """
-    norms = torch.linalg.vector_norm(table, dim=1).float()  # (V,) beside the table
-    return torch.where(norms > 0, 1.0 / norms, 0.0)
 
 
 class _NormCache:

@@ -28,6 +28,10 @@ Arithmetic a - b + c is 3CosAdd (Mikolov et al. 2013, "Linguistic Regularities
 in Continuous Space Word Representations"; Levy & Goldberg 2014): each term is
 unit-normalised first so no word dominates by its norm, and the inputs are
 excluded from the answer. Projections are PCA (SVD of the centred word vectors).
+
+The search itself (row_dots, top_cosine_rows, the inverse norms, the query's vector) lives in
+core.weights.neighbour_reduce, torch only, so that a remote model (core.remote) runs the very same
+search where its table is: nearest_tokens on such a model is one job that sends back k ids and cosines.
 """
 
 from __future__ import annotations
@@ -42,58 +46,15 @@ import torch
 from core.model.loaded import LoadedModel
 from core.model.reading import embedding_table, inverse_norms
 from core.text.tokens import display_token, require_tokenizer
+from core.weights.neighbour_reduce import (MAX_RESCORE_ROWS, RESCORE_MARGIN, query_vector,  # noqa: F401 (kept here)
+                                          row_dots, top_cosine_rows)
 
-RESCORE_MARGIN = 0.02  # > 2 x the worst cosine error of a bf16 pass: matvec output and row norm each 2^-8 relative, + input rounding
-MAX_RESCORE_ROWS = 16_384  # cap on rows rescored in fp32 (only reached by a near-constant table)
 MAX_K = 200
 MAX_WORDS = 60  # projection word lists
 TOKEN_ID = re.compile(r"^#\s*(\d+)$")  # "#1234" means token id 1234
 
 
 # ---------------------------------------------------------------- cosine over the whole vocabulary
-
-
-def row_dots(table: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """E[i] . q for every row (V,), in the table's dtype: fp32 accumulation, output rounded.
-
-    A one-row F.linear, not torch.mv: torch's CPU mv for bf16/fp16 is a slower kernel (Llama-3.2-3B's
-    128,256 x 3,072 bf16 table: mv 0.080 s, linear 0.043 s, a plain sum over it 0.046 s); for fp32
-    tables the two are the same.
-    """
-    return torch.nn.functional.linear(q.to(table.dtype)[None], table)[0]
-
-
-@torch.no_grad()
-def top_cosine_rows(table: torch.Tensor, inverse: torch.Tensor, q: torch.Tensor, k: int,
-                    exclude=()) -> tuple[list[int], list[float]]:
-    """Ids and cosines of the k rows of `table` (V, H) most similar to q (H,), best first.
-
-    `inverse` is compute_inverse_norms(table); rows in `exclude` are skipped. One pass over
-    the table in its own dtype, one multiply per row, and an exact rescoring of a few rows.
-    Few whole-vocabulary operations on purpose: each costs a thread hand-off on a busy CPU.
-    """
-    q = q.detach().to(device=table.device, dtype=torch.float32)  # the query goes to the table, never the reverse
-    q = q / torch.linalg.vector_norm(q).clamp_min(1e-30)  # (H,) unit: E[i].q * inverse[i] is the cosine
-    exclude = sorted(set(exclude))
-    k = max(1, min(int(k), table.shape[0] - len(exclude)))
-    scores = torch.mul(row_dots(table, q), inverse)  # (V,) fp32: the multiply upcasts
-    if exclude:
-        scores[exclude] = float("-inf")
-    top = torch.topk(scores, k)
-    if table.dtype in (torch.float32, torch.float64):
-        return top.indices.tolist(), top.values.tolist()
-    # Low-precision table: each score is within RESCORE_MARGIN/2 of the truth, so the true top k
-    # all score at least (k-th score - margin). Rescore those rows exactly in fp32.
-    candidates = torch.nonzero(scores >= top.values[-1] - RESCORE_MARGIN).squeeze(1)  # (C,)
-    if candidates.numel() > MAX_RESCORE_ROWS or not torch.isfinite(top.values).all():
-        candidates = torch.topk(scores.nan_to_num(nan=-1.0), min(MAX_RESCORE_ROWS, table.shape[0])).indices
-    rows = table[candidates].float()  # (C, H): exact scores use exact fp32 norms, not the rounded ones
-    norms = torch.linalg.vector_norm(rows, dim=1)
-    exact = (rows @ q) * torch.where(norms > 0, 1.0 / norms, 0.0)  # (C,)
-    if exclude:
-        exact[torch.isin(candidates, torch.tensor(exclude, device=candidates.device))] = float("-inf")
-    best = torch.topk(exact, k)
-    return candidates[best.indices].tolist(), best.values.tolist()
 
 
 def top_cosine(lm: LoadedModel, q: torch.Tensor, k: int, exclude=()) -> tuple[list[int], list[float]]:
@@ -118,8 +79,14 @@ class Query:
         return len(self.token_ids) == 1
 
 
+def _is_remote(lm: LoadedModel) -> bool:
+    """A core.remote model: its table is read where lm.remote says (NDIF or its local simulation)."""
+    return getattr(lm, "remote", None) is not None
+
+
 def _query_ids(lm: LoadedModel, query: str | int) -> list[int]:
-    vocab = embedding_table(lm).shape[0]  # first: "needs the weights" is the useful message
+    # first: "needs the weights" is the useful message; a remote model's table shape is known on meta
+    vocab = lm.parts.embed.weight.shape[0] if _is_remote(lm) else embedding_table(lm).shape[0]
     tokenizer = require_tokenizer(lm)
     if isinstance(query, (int, np.integer)):
         token_id = int(query)
@@ -151,8 +118,8 @@ def resolve_query(lm: LoadedModel, query: str | int) -> Query:
     Several pieces are averaged: the mean of their embedding rows stands for the word.
     """
     ids = _query_ids(lm, query)
-    rows = embedding_table(lm)[ids].float()  # (pieces, H)
-    return Query(str(query), tuple(ids), tuple(display_token(lm, i) for i in ids), rows.mean(dim=0))
+    return Query(str(query), tuple(ids), tuple(display_token(lm, i) for i in ids),
+                 query_vector(embedding_table(lm), ids))  # (H,) the mean of the pieces' rows
 
 
 def _neighbour_frame(lm: LoadedModel, ids: list[int], cosines: list[float]) -> pd.DataFrame:
@@ -171,10 +138,18 @@ def nearest_tokens(lm: LoadedModel, query: str | int, k: int = 10) -> pd.DataFra
     finds itself at rank 1. `df.attrs` holds "query_ids" and "query_pieces" (several for a
     word the tokenizer splits, whose mean vector was used).
     """
-    resolved = resolve_query(lm, query)
-    ids, cosines = top_cosine(lm, resolved.vector, min(int(k), MAX_K))
+    if _is_remote(lm):  # the search runs where the table is: only k ids and cosines come back
+        from core.remote.embeddings import neighbours_job
+
+        token_ids = _query_ids(lm, query)
+        pieces = [display_token(lm, i) for i in token_ids]
+        ids, cosines = neighbours_job(lm, token_ids, max(1, min(int(k), MAX_K, lm.parts.embed.weight.shape[0])))
+    else:
+        resolved = resolve_query(lm, query)
+        token_ids, pieces = list(resolved.token_ids), list(resolved.pieces)
+        ids, cosines = top_cosine(lm, resolved.vector, min(int(k), MAX_K))
     table = _neighbour_frame(lm, ids, cosines)
-    table.attrs.update(query_ids=list(resolved.token_ids), query_pieces=list(resolved.pieces))
+    table.attrs.update(query_ids=token_ids, query_pieces=pieces)
     return table
 
 
