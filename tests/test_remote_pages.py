@@ -143,9 +143,10 @@ def same_neighbours(got, expected) -> float:
 
 @pytest.mark.parametrize("which", ["tiny", "smollm"])
 def test_nearest_tokens_simulated_is_local(folder, monkeypatch, request, which):
-    """nearest_tokens through the simulation = the local search (a token, an id, a split word), ONE job each,
-    k ids and cosines back; the model is left as it was (no hooks)."""
-    from core.weights.embeddings import nearest_tokens
+    """nearest_tokens and arithmetic through the simulation = the local search (a token, an id, a split word;
+    a - b + c with the expected token's rank), ONE job each, k ids and cosines (and the rank) back; the
+    model is left as it was (no hooks)."""
+    from core.weights.embeddings import arithmetic, nearest_tokens
     from core.remote.embeddings import neighbour_bytes
     from tests.test_remote_lens import hook_state
 
@@ -159,6 +160,19 @@ def test_nearest_tokens_simulated_is_local(folder, monkeypatch, request, which):
         print(f"{which} {query!r} k={k}: ids identical, max cosine difference {difference:.1e}, "
               f"{lm.remote.last.bytes_received:,} bytes back")
     assert len(jobs) == len(queries) and all(job.stats.outcome == "completed" for job in jobs)
+    ranks = []
+    cases = [("king", "man", "woman", "queen"), ("冷", "cold", "small", "小"), ("Paris", "France", "Italy", "#7"),
+             ("a", "b", "c", None)]
+    for a, b, c, expected in cases:
+        rank = expected is not None
+        got = arithmetic(lm, a, b, c, 10, expected=expected)
+        difference = same_neighbours(got, arithmetic(local, a, b, c, 10, expected=expected))
+        asked = rank and got.attrs.get("expected_rank") is not None  # a split expected word has no rank
+        ranks.append(got.attrs.get("expected_rank"))
+        assert lm.remote.last.bytes_received == neighbour_bytes(10, rank=asked)
+        print(f"{which} {a} - {b} + {c}: ids identical, max cosine difference {difference:.1e}, "
+              f"expected rank {got.attrs.get('expected_rank')}, {lm.remote.last.bytes_received:,} bytes back")
+    assert ranks[-2] is not None and len(jobs) == len(queries) + 4  # one job per arithmetic, the rank included
     assert hook_state(local.model) == hooks
 
 

@@ -28,31 +28,39 @@ def _registered():
     return nnsight
 
 
-def neighbour_bytes(k: int) -> int:
-    """torch.save bytes of what a neighbours job brings back: k ids (int64) and k cosines (float32)."""
-    return result_bytes({"neighbours": (torch.zeros(k, dtype=torch.int64), torch.zeros(k))})
+def neighbour_bytes(k: int, rank: bool = False) -> int:
+    """torch.save bytes of what a neighbours job brings back: k ids (int64), k cosines (float32), and the
+    expected token's rank (one int64) when asked."""
+    values = (torch.zeros(k, dtype=torch.int64), torch.zeros(k))  # (k,) ids, (k,) cosines
+    values += (torch.zeros((), dtype=torch.int64),) if rank else ()
+    return result_bytes({"neighbours": values})
 
 
-def neighbours_job(lm: RemoteLoadedModel, ids: list[int], k: int, exclude=()) -> tuple[list[int], list[float]]:
-    """Ids and cosines of the k tokens whose embedding is closest to the mean row of `ids`, best first,
-    computed where `lm` runs (top_cosine_rows over the whole table there). Raises RemoteError."""
+def neighbours_job(lm: RemoteLoadedModel, terms: list[list[int]], k: int, *, exclude=(),
+                   expected: int | None = None) -> tuple[list[int], list[float], int | None]:
+    """Ids and cosines of the k tokens closest to the query, best first, and where token `expected` ranks
+    (None when not asked), computed where `lm` runs over the whole table there. One term: the query is
+    the mean row of its ids (nearest_tokens); three: a - b + c by 3CosAdd (arithmetic). Raises RemoteError."""
     nnsight = _registered()
     rm = lm.remote
     embed = rm.nn.get(module_path(rm.nn._module, lm.parts.embed))
     job = rm.new_job(f"nearest tokens, k={k}")
-    query, left_out = [int(i) for i in ids], sorted({int(i) for i in exclude})
+    query, left_out = [[int(i) for i in ids] for ids in terms], sorted({int(i) for i in exclude})
 
     def work():
         with rm.nn.session(backend=rm.backend(job)):
             table = embed.weight  # (V, H), the server's own
-            found, cosines = shared.top_cosine_rows(table, shared.compute_inverse_norms(table),
-                                                    shared.query_vector(table, query), k, left_out)
-            result = nnsight.save((torch.tensor(found), torch.tensor(cosines)))  # (k,) int64, (k,) float32
+            inverse = shared.compute_inverse_norms(table)  # (V,)
+            vectors = [shared.query_vector(table, ids) for ids in query]  # each (H,)
+            q = vectors[0] if len(vectors) == 1 else shared.three_cos_add(*vectors)
+            found, cosines = shared.top_cosine_rows(table, inverse, q, k, left_out)
+            extra = () if expected is None else (torch.tensor(shared.rank_in(table, inverse, q, expected, left_out)),)
+            result = nnsight.save((torch.tensor(found), torch.tensor(cosines)) + extra)  # (k,) int64, (k,) fp32
         if rm.target.is_simulation:  # nothing crossed a wire: measure what NDIF would have sent
             size = result_bytes({"neighbours": result})
             job.check_bytes(size)
             job.stats.bytes_received = size
         return result
 
-    found, cosines = rm.run(job, work)
-    return found.tolist(), cosines.tolist()
+    values = rm.run(job, work)
+    return values[0].tolist(), values[1].tolist(), int(values[2]) if expected is not None else None

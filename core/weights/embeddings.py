@@ -47,7 +47,7 @@ from core.model.loaded import LoadedModel
 from core.model.reading import embedding_table, inverse_norms
 from core.text.tokens import display_token, require_tokenizer
 from core.weights.neighbour_reduce import (MAX_RESCORE_ROWS, RESCORE_MARGIN, query_vector,  # noqa: F401 (kept here)
-                                          row_dots, top_cosine_rows)
+                                          rank_in, row_dots, three_cos_add, top_cosine_rows)
 
 MAX_K = 200
 MAX_WORDS = 60  # projection word lists
@@ -143,7 +143,7 @@ def nearest_tokens(lm: LoadedModel, query: str | int, k: int = 10) -> pd.DataFra
 
         token_ids = _query_ids(lm, query)
         pieces = [display_token(lm, i) for i in token_ids]
-        ids, cosines = neighbours_job(lm, token_ids, max(1, min(int(k), MAX_K, lm.parts.embed.weight.shape[0])))
+        ids, cosines, _ = neighbours_job(lm, [token_ids], max(1, min(int(k), MAX_K, lm.parts.embed.weight.shape[0])))
     else:
         resolved = resolve_query(lm, query)
         token_ids, pieces = list(resolved.token_ids), list(resolved.pieces)
@@ -164,9 +164,10 @@ def arithmetic(lm: LoadedModel, a: str | int, b: str | int, c: str | int, k: int
     With `expected` (e.g. "小" for 冷 - cold + small), attrs "expected_rank" is where that token
     lands among the whole vocabulary (1 = the answer), or None if it is not a single token.
     """
+    if _is_remote(lm):  # one job where the table is: k ids, k cosines and the expected token's rank come back
+        return _remote_arithmetic(lm, (a, b, c), k, expected)
     terms = [resolve_query(lm, word) for word in (a, b, c)]
-    unit = [t.vector / torch.linalg.vector_norm(t.vector).clamp_min(1e-30) for t in terms]  # 3 x (H,)
-    target = unit[0] - unit[1] + unit[2]  # (H,)
+    target = three_cos_add(*(t.vector for t in terms))  # (H,)
     exclude = {i for t in terms for i in t.token_ids}
     ids, cosines = top_cosine(lm, target, min(int(k), MAX_K), exclude=exclude)
     table = _neighbour_frame(lm, ids, cosines)
@@ -179,15 +180,28 @@ def arithmetic(lm: LoadedModel, a: str | int, b: str | int, c: str | int, k: int
     return table
 
 
+def _remote_arithmetic(lm: LoadedModel, words: tuple, k: int, expected) -> pd.DataFrame:
+    """arithmetic's table for a remote model: the ids from the local tokenizer, the search in one job."""
+    from core.remote.embeddings import neighbours_job
+
+    terms = [_query_ids(lm, word) for word in words]
+    exclude = {i for ids in terms for i in ids}
+    wanted = _query_ids(lm, expected) if expected is not None and str(expected).strip() else None
+    k = max(1, min(int(k), MAX_K, lm.parts.embed.weight.shape[0] - len(exclude)))
+    ids, cosines, rank = neighbours_job(lm, terms, k, exclude=exclude,
+                                        expected=wanted[0] if wanted and len(wanted) == 1 else None)
+    table = _neighbour_frame(lm, ids, cosines)
+    table.attrs["pieces"] = {str(word): [display_token(lm, i) for i in ids] for word, ids in zip(words, terms)}
+    if wanted is not None:
+        table.attrs["expected_pieces"] = [display_token(lm, i) for i in wanted]
+        table.attrs["expected_rank"] = rank
+    return table
+
+
 @torch.no_grad()
 def rank_of(lm: LoadedModel, q: torch.Tensor, token_id: int, exclude=()) -> int:
     """Where `token_id` lands when the whole vocabulary is sorted by cosine to q (1 = closest)."""
-    table, inverse = embedding_table(lm), inverse_norms(lm)
-    q = q.detach().to(device=table.device)  # (H,); the scale of q is irrelevant
-    scores = torch.mul(row_dots(table, q), inverse)  # (V,)
-    if exclude:
-        scores[sorted(set(exclude))] = float("-inf")
-    return int((scores > scores[token_id]).sum()) + 1
+    return rank_in(embedding_table(lm), inverse_norms(lm), q, token_id, exclude)
 
 
 # ---------------------------------------------------------------- comparing two models' lists

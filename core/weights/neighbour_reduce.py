@@ -79,3 +79,20 @@ def top_cosine_rows(table: torch.Tensor, inverse: torch.Tensor, q: torch.Tensor,
 def query_vector(table: torch.Tensor, ids: list[int]) -> torch.Tensor:
     """The query's vector (H,) fp32: the token's row, or the mean of the pieces' rows of a split word."""
     return table[ids].float().mean(dim=0)  # (pieces, H) -> (H,)
+
+
+@torch.no_grad()
+def three_cos_add(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """a - b + c with each term unit-normalised first (3CosAdd), so no word dominates by its norm (H,)."""
+    a, b, c = (x / torch.linalg.vector_norm(x).clamp_min(1e-30) for x in (a, b, c))
+    return a - b + c
+
+
+@torch.no_grad()
+def rank_in(table: torch.Tensor, inverse: torch.Tensor, q: torch.Tensor, token_id: int, exclude=()) -> int:
+    """Where `token_id` lands when every row of `table` (V, H) is sorted by cosine to q (H,) (1 = closest)."""
+    q = q.detach().to(device=table.device)  # (H,); the scale of q is irrelevant
+    scores = torch.mul(row_dots(table, q), inverse)  # (V,)
+    if exclude:
+        scores[sorted(set(exclude))] = float("-inf")
+    return int((scores > scores[token_id]).sum()) + 1
