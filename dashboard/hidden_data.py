@@ -62,9 +62,9 @@ class PageData:
     def tokens(self, slot: ui.Slot):
         """The prompt's tokens: the cached Trace here, or the local tokenizer's for a remote model."""
         if slot.label not in self._tokens:
-            self._tokens[slot.label] = _attempt(lambda: _tokens(slot.key, self.prompt) if ui.remote_of(slot.lm)
+            self._tokens[slot.label] = ui.attempt(lambda: _tokens(slot.key, self.prompt) if ui.remote_of(slot.lm)
                                                 else ui.trace_for(slot, self.prompt))
-        return _result(self._tokens[slot.label])
+        return ui.outcome(self._tokens[slot.label])
 
     def usable_tokens(self, slots: list[ui.Slot]) -> dict:
         """{label: tokens} of the models that can run the prompt (a failure is shown by the page's views)."""
@@ -81,8 +81,8 @@ class PageData:
     def view(self, slot: ui.Slot, position: int | None) -> HiddenPage:
         """What the prompt's views draw for this model at the picked `position` (the last one asked this run)."""
         if slot.label not in self._views:
-            self._views[slot.label] = _attempt(lambda: self._view(slot, position))
-        return _result(self._views[slot.label])
+            self._views[slot.label] = ui.attempt(lambda: self._view(slot, position))
+        return ui.outcome(self._views[slot.label])
 
     def _view(self, slot: ui.Slot, position: int | None) -> HiddenPage:
         if ui.remote_of(slot.lm) is not None:
@@ -98,16 +98,3 @@ class PageData:
         if page.demo_error:
             raise ValueError(page.demo_error)
         return page.demo
-
-
-def _attempt(ask):
-    try:
-        return ask()
-    except (ValueError, KeyError, ModelLoadError, RuntimeError) as error:
-        return error
-
-
-def _result(value):
-    if isinstance(value, Exception):
-        raise value
-    return value

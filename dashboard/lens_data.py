@@ -72,9 +72,9 @@ class PageData:
     def tokens(self, slot: ui.Slot):
         """The prompt's tokens for this model: its cached Trace here, or the local tokenizer's for a remote model."""
         if slot.label not in self._token_cache:
-            self._token_cache[slot.label] = _attempt(lambda: _tokens(slot.key, self.prompt) if ui.remote_of(slot.lm)
+            self._token_cache[slot.label] = ui.attempt(lambda: _tokens(slot.key, self.prompt) if ui.remote_of(slot.lm)
                                                 else ui.trace_for(slot, self.prompt))
-        return _result(self._token_cache[slot.label])
+        return ui.outcome(self._token_cache[slot.label])
 
     def usable_tokens(self, slots: list[ui.Slot]) -> dict:
         """{label: tokens} of the models that can run the prompt (a failure is shown by the page's views)."""
@@ -94,8 +94,8 @@ class PageData:
     def page(self, slot: ui.Slot, position: int) -> LensPage:
         """The grid, and the trajectory at `position`: one job for a remote model, the cached trace's otherwise."""
         if (slot.label, position) not in self._page_cache:
-            self._page_cache[slot.label, position] = _attempt(lambda: self._page(slot, position))
-        return _result(self._page_cache[slot.label, position])
+            self._page_cache[slot.label, position] = ui.attempt(lambda: self._page(slot, position))
+        return ui.outcome(self._page_cache[slot.label, position])
 
     def _page(self, slot: ui.Slot, position: int) -> LensPage:
         if ui.remote_of(slot.lm) is not None:
@@ -109,16 +109,3 @@ class PageData:
         """The grid of positions lo..hi-1, the picked `position` outlined (cached per table and window)."""
         return _grid_spec(self._identity(slot, position), slot.lm.num_layers, lo, hi, position,
                           _page=self.page(slot, position))
-
-
-def _attempt(ask):
-    try:
-        return ask()
-    except (ValueError, KeyError, ModelLoadError, RuntimeError) as error:
-        return error
-
-
-def _result(value):
-    if isinstance(value, Exception):
-        raise value
-    return value

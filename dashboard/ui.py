@@ -253,6 +253,22 @@ def side_by_side(render, slots: list[Slot] | None = None, need_weights: bool = F
                 st.error(str(error))
 
 
+def attempt(ask):
+    """ask(), or the error it raised: a data module keeps a model's failure for the run, so each view of
+    it shows the same message and the failed job is not sent again by the next view."""
+    try:
+        return ask()
+    except (ValueError, KeyError, ModelLoadError, RuntimeError) as error:
+        return error
+
+
+def outcome(value):
+    """What `attempt` kept: the value, or its error raised again (side_by_side shows it in the column)."""
+    if isinstance(value, Exception):
+        raise value
+    return value
+
+
 def download_csv(table: pd.DataFrame, filename: str, label: str = "Download CSV", key: str | None = None) -> None:
     """A CSV download of `table`, with the provenance as `#` lines on top (export.download_csv).
     The file is written only when clicked (not on every run), and the click does not rerun the page."""

@@ -21,10 +21,9 @@ import numpy as np
 
 from core import load_model, logit_lens, run_trace, token_trajectory
 from core.remote.budget import lens_page_bytes
-from core.remote.model import RemoteModel
 from tests.apptest import assert_clean, run_page
 from tests.test_pages_context import chart_data
-from tests.test_remote import no_ambient_key  # noqa: F401 (autouse: no NDIF key or host from this machine)
+from tests.test_remote import jobs, no_ambient_key  # noqa: F401 (fixtures; autouse: no NDIF key or host from this machine)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dashboard"))
 import export  # noqa: E402
@@ -210,19 +209,6 @@ def test_ndif_service_takes_the_typed_key(folder, monkeypatch):
 
 
 LENS = "views/running/logit_lens.py"
-
-
-@pytest.fixture
-def jobs(monkeypatch) -> list:
-    """Every job any remote model starts (one per request), counted on the class the app's models use."""
-    started, new_job = [], RemoteModel.new_job
-
-    def counting(self, *args, **kwargs):
-        started.append(new_job(self, *args, **kwargs))
-        return started[-1]
-
-    monkeypatch.setattr(RemoteModel, "new_job", counting)
-    return started
 
 
 def lens_charts(app):

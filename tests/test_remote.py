@@ -27,7 +27,7 @@ from core.remote.connection import DEFAULT_HOST, ndif_status, resolve_key, resol
 from core.remote.errors import (RemoteCancelled, RemoteError, RemoteJobFailed, RemoteKeyError, RemoteModelNotHosted,
                                 RemoteOffline, RemoteResultTooLarge, RemoteTimeout)
 from core.remote.lens import remote_lens_last
-from core.remote.model import RemoteLoadedModel, ndif_model_key, remote_model, repo_id_of_folder
+from core.remote.model import RemoteLoadedModel, RemoteModel, ndif_model_key, remote_model, repo_id_of_folder
 from tests.fake_ndif import FakeNDIF
 from tests.tiny import save_tiny
 
@@ -37,6 +37,19 @@ KEY = "ndif-k3y-Zq81xTT5"  # distinctive: any message, repr or str that holds it
 PROMPT = "the apple is green. what color is the apple?"
 REPO = "org/tiny-llama"  # the hub id the fake NDIF "hosts"
 SIMULATED = ("llama", "gemma3", "gpt2", "gemma3-vision", "opt", "falcon", "granite", "cohere")
+
+
+@pytest.fixture
+def jobs(monkeypatch) -> list:
+    """Every job any remote model starts (one per request), counted on the class the app's models use."""
+    started, new_job = [], RemoteModel.new_job
+
+    def counting(self, *args, **kwargs):
+        started.append(new_job(self, *args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(RemoteModel, "new_job", counting)
+    return started
 
 
 @pytest.fixture(autouse=True)

@@ -19,9 +19,9 @@ import pytest
 
 from core import load_model
 from core.intervene.generation import Steer, generate, next_token_logits, next_token_table
-from core.remote.model import RemoteModel, remote_model
+from core.remote.model import remote_model
 from tests.apptest import assert_clean, run_page
-from tests.test_remote import PROMPT, folders, no_ambient_key  # noqa: F401 (fixtures)
+from tests.test_remote import PROMPT, folders, jobs, no_ambient_key  # noqa: F401 (fixtures)
 from tests.test_remote_lens import hook_state
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dashboard"))
@@ -29,19 +29,6 @@ import ui  # noqa: E402
 
 KINDS = ("llama", "gemma3", "gpt2", "falcon", "mamba")
 PAGE = "views/intervene/next_token.py"
-
-
-@pytest.fixture
-def jobs(monkeypatch) -> list:
-    """Every job a remote model starts, counted on the class."""
-    started, new_job = [], RemoteModel.new_job
-
-    def counting(self, *args, **kwargs):
-        started.append(new_job(self, *args, **kwargs))
-        return started[-1]
-
-    monkeypatch.setattr(RemoteModel, "new_job", counting)
-    return started
 
 
 def same_table(got, expected, tolerance: float = 1e-5) -> float:

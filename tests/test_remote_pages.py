@@ -19,12 +19,12 @@ from core.loading.load import build_on_meta
 from core.model.loaded import LoadedModel
 from core.remote.budget import LECTURE_TOKENS, PAGE_BUDGET
 from core.remote.context import hidden_page_bytes
-from core.remote.model import RemoteModel, remote_model
+from core.remote.model import remote_model
 from core.running.context import hidden_state_facts
 from core.running.hidden_page import hidden_page
 from tests.apptest import assert_clean, run_page
 from tests.test_page_remote import remote_facts
-from tests.test_remote import no_ambient_key  # noqa: F401 (autouse: no NDIF key or host from this machine)
+from tests.test_remote import jobs, no_ambient_key  # noqa: F401 (fixtures; autouse: no NDIF key or host from this machine)
 from tests.test_remote_lens import counted_jobs
 
 pytestmark = [pytest.mark.app, pytest.mark.embedded]  # model B: the embedded Gemma 3 270M
@@ -37,19 +37,6 @@ PROMPT = "how are you?"
 def folder(tmp_path_factory, tiny_folders):
     """A copy of the tiny Llama of this module only: its models are new to the server's model store."""
     return str(shutil.copytree(tiny_folders["llama"], tmp_path_factory.mktemp("remote-pages") / "tiny-llama"))
-
-
-@pytest.fixture
-def jobs(monkeypatch) -> list:
-    """Every job any remote model starts (one per request), counted on the class the app's models use."""
-    started, new_job = [], RemoteModel.new_job
-
-    def counting(self, *args, **kwargs):
-        started.append(new_job(self, *args, **kwargs))
-        return started[-1]
-
-    monkeypatch.setattr(RemoteModel, "new_job", counting)
-    return started
 
 
 def test_hidden_page_simulated_is_local(folder, monkeypatch):

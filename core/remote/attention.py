@@ -21,22 +21,9 @@ import torch
 
 import core.running.attention_reduce as shared
 from core.remote.errors import RemoteResultTooLarge
-from core.remote.jobs import DEFAULT_BUDGET, result_bytes
-from core.remote.lens import _nnsight as _lens_nnsight
+from core.remote.jobs import DEFAULT_BUDGET, result_bytes, shipping
 from core.remote.model import RemoteLoadedModel
 from core.running.trace import last_logits_only
-
-_SHIPPED: list = []  # nnsight, once attention_reduce is registered to be shipped
-
-
-def _registered():
-    """nnsight with core.running.attention_reduce registered (the server has no `core`)."""
-    nnsight = _lens_nnsight()
-    if not _SHIPPED:
-        nnsight.register(shared)
-        _SHIPPED.append(nnsight)
-    return nnsight
-
 
 def full_bytes(layers: int, heads: int, tokens: int) -> int:
     """torch.save bytes of every head's weights, (L, heads, T, T) float16, as a job would send them."""
@@ -62,7 +49,7 @@ def attention_job(lm: RemoteLoadedModel, ids: list[int], *, summaries: bool = Fa
 
     Raises RemoteError (core.remote.errors) with a plain message, also for a result over the budget.
     """
-    nnsight = _registered()
+    nnsight = shipping(shared)
     rm = lm.remote
     nn = rm.nn
     input_ids = torch.tensor([list(ids)])  # (1, T)

@@ -22,23 +22,12 @@ from __future__ import annotations
 
 import torch
 
+import core.remote.reduce as reduce
 import core.running.context_reduce as shared
-from core.remote.jobs import result_bytes
-from core.remote.lens import _nnsight, lens_envoys
+from core.remote.jobs import result_bytes, shipping
+from core.remote.lens import lens_envoys
 from core.remote.model import RemoteLoadedModel
 from core.remote.reduce import first
-
-_SHIPPED: list = []  # nnsight, once context_reduce is registered to be shipped
-
-
-def _registered():
-    """nnsight with the lens's modules and context_reduce registered (the server has no `core`)."""
-    nnsight = _nnsight()
-    if not _SHIPPED:
-        nnsight.register(shared)
-        _SHIPPED.append(nnsight)
-    return nnsight
-
 
 def vector_bytes(num_layers: int, hidden: int, counts: list[int]) -> int:
     """torch.save bytes of the word vectors a job brings back: one (L+1, S_w, H) float32 tensor per word."""
@@ -59,7 +48,7 @@ def context_job(lm: RemoteLoadedModel, ids: list[list[int]], label: str, *, word
     call returns (that dict in NumPy, the word vectors or None); `ids` may then be empty.
     Raises RemoteError with a plain message.
     """
-    nnsight = _registered()
+    nnsight = shipping(reduce, shared)
     rm = lm.remote
     layers, norm, _, _ = lens_envoys(rm)
     count, nn = len(layers), rm.nn

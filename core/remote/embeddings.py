@@ -12,21 +12,9 @@ from __future__ import annotations
 import torch
 
 import core.weights.neighbour_reduce as shared
-from core.remote.jobs import result_bytes
-from core.remote.lens import _nnsight, module_path
+from core.remote.jobs import result_bytes, shipping
+from core.remote.lens import module_path
 from core.remote.model import RemoteLoadedModel
-
-_SHIPPED: list = []  # nnsight, once neighbour_reduce is registered to be shipped
-
-
-def _registered():
-    """nnsight with neighbour_reduce registered (the server has no `core`)."""
-    nnsight = _nnsight()
-    if not _SHIPPED:
-        nnsight.register(shared)
-        _SHIPPED.append(nnsight)
-    return nnsight
-
 
 def neighbour_bytes(k: int, rank: bool = False) -> int:
     """torch.save bytes of what a neighbours job brings back: k ids (int64), k cosines (float32), and the
@@ -41,7 +29,7 @@ def neighbours_job(lm: RemoteLoadedModel, terms: list[list[int]], k: int, *, exc
     """Ids and cosines of the k tokens closest to the query, best first, and where token `expected` ranks
     (None when not asked), computed where `lm` runs over the whole table there. One term: the query is
     the mean row of its ids (nearest_tokens); three: a - b + c by 3CosAdd (arithmetic). Raises RemoteError."""
-    nnsight = _registered()
+    nnsight = shipping(shared)
     rm = lm.remote
     embed = rm.nn.get(module_path(rm.nn._module, lm.parts.embed))
     job = rm.new_job(f"nearest tokens, k={k}")

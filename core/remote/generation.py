@@ -25,23 +25,10 @@ import warnings
 import torch
 
 import core.intervene.sampling as sampling
-from core.remote.jobs import result_bytes
+from core.remote.jobs import result_bytes, shipping
 from core.remote.lens import lens_envoys
 from core.remote.model import RemoteLoadedModel
 from core.running.trace import last_logits_only
-
-_REGISTERED: list = []  # nnsight, once core.intervene.sampling is registered to be shipped
-
-
-def _nnsight():
-    """nnsight, with core.intervene.sampling registered to be shipped by value with each request."""
-    if not _REGISTERED:
-        import nnsight
-
-        nnsight.register(sampling)
-        _REGISTERED.append(nnsight)
-    return _REGISTERED[0]
-
 
 def _measured(rm, job, values):
     """`values` after checking the bytes NDIF would have sent for them (the simulation crosses no wire)."""
@@ -59,7 +46,7 @@ def remote_next_token(lm: RemoteLoadedModel, ids: list[int], *, k: int | None = 
     k None: {"logits": (vocab,)} in the model's dtype; else top_next's {"ids": (n,), "probs": (n,)}.
     Raises RemoteError (core.remote.errors) with a plain message.
     """
-    nnsight = _nnsight()
+    nnsight = shipping(sampling)
     rm = lm.remote
     nn = rm.nn
     input_ids = torch.tensor([list(ids)])  # (1, T)
@@ -89,7 +76,7 @@ def remote_generate_ids(lm: RemoteLoadedModel, input_ids: list[int], *, max_new_
     """
     from core.intervene.generation import pad_id
 
-    nnsight = _nnsight()
+    nnsight = shipping(sampling)
     rm = lm.remote
     nn = rm.nn
     ids = torch.tensor([list(input_ids)])  # (1, T)

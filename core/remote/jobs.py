@@ -50,6 +50,23 @@ class JobStats:
     outcome: str = "running"  # "completed", "failed", "cancelled"
 
 
+_SHIPPED: set[str] = set()  # names of the modules registered with nnsight so far
+_SHIPPING = threading.Lock()
+
+
+def shipping(*modules):
+    """nnsight, with `modules` registered to be shipped by value with every request (the server has no
+    `core`: a function of ours called inside a remote trace travels with it). Each module is registered once."""
+    import nnsight
+
+    with _SHIPPING:
+        for module in modules:
+            if module.__name__ not in _SHIPPED:
+                nnsight.register(module)
+                _SHIPPED.add(module.__name__)
+    return nnsight
+
+
 def result_bytes(values) -> int:
     """Bytes of `values` as torch.save writes them: what NDIF sends back for them (before compression)."""
     buffer = io.BytesIO()

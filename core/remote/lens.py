@@ -20,27 +20,13 @@ import torch
 
 import core.remote.reduce as reduce
 import core.running.lens_reduce as shared
-from core.remote.jobs import result_bytes
+from core.remote.jobs import result_bytes, shipping
 from core.remote.model import RemoteLoadedModel, RemoteModel
 from core.remote.reduce import first
 from core.running.lens_reduce import BLOCK_BYTES, ROWS_PER_PASS, VOCAB_BLOCK, lens_request, never
 from core.running.lens_table import top_k_table
 from core.running.trace import MAX_TRACE_TOKENS, Trace
 from core.text.tokens import encode, require_tokenizer
-
-_REGISTERED: list = []  # nnsight, once its modules to ship are registered
-
-
-def _nnsight():
-    """nnsight, with the modules our traces call registered to be shipped by value (the server has no `core`)."""
-    if not _REGISTERED:
-        import nnsight
-
-        nnsight.register(shared)
-        nnsight.register(reduce)
-        _REGISTERED.append(nnsight)
-    return _REGISTERED[0]
-
 
 def module_path(root, module) -> str:
     """Dotted path of `module` inside `root` (an nn.Module), e.g. "model.layers" (RemoteError-free: parts found it)."""
@@ -80,7 +66,7 @@ def lens_job(lm: RemoteLoadedModel, ids: list[int], *, head: dict, grid: dict | 
     head: core.running.lens.head_options(lm, row counts); grid / trajectory: as lens_request takes
     them. Raises RemoteError (core.remote.errors) with a plain message, also for a result over `budget`.
     """
-    nnsight = _nnsight()
+    nnsight = shipping(shared, reduce)
     rm = lm.remote
     layers, norm, project_out, lm_head = lens_envoys(rm)
     count = len(layers)
