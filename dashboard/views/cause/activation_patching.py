@@ -87,6 +87,7 @@ def patching_for(key, clean: str, corrupted: str, answer, foil, site: str, metho
 
 answer_arg, foil_arg = cause_ui.optional(answer), cause_ui.optional(foil)
 agreement = []  # per model and site: exact vs attribution, cell by cell
+agreement_r = []  # per model and site: Pearson r of those cells
 
 
 def summary(slot, table: pd.DataFrame) -> None:
@@ -116,6 +117,7 @@ def render(slot, site: str) -> None:
                   help="1 = the estimate ranks and scales the cells like the exact grid; 0 = unrelated.")
         agreement.append(exact[["layer", "position", "token"]].assign(
             model=slot.title, site=SITE_NAMES[site], exact=exact["score"], attribution=estimate["score"].values))
+        agreement_r.append({"model": slot.title, "site": SITE_NAMES[site], "r": r, "cells": len(exact)})
 
 
 for site in sites:
@@ -130,11 +132,7 @@ if agreement:
                 "stream at the changed word in the first layers).")
     table = pd.concat(agreement, ignore_index=True)
     export.show_chart(agreement_scatter(table), "patching_agreement", table=table, width="stretch")
-    rows = [{"model": model, "site": site, "r": patching_agreement(
-        part.rename(columns={"exact": "score"})[["layer", "position", "score"]],
-        part.rename(columns={"attribution": "score"})[["layer", "position", "score"]]), "cells": len(part)}
-        for (model, site), part in table.groupby(["model", "site"], sort=False)]
-    summary_table = pd.DataFrame(rows)
+    summary_table = pd.DataFrame(agreement_r)
     st.dataframe(summary_table, hide_index=True, column_config={"r": st.column_config.NumberColumn(
         "Pearson r", format="%.3f"), "cells": "cells"})
     ui.download_csv(summary_table, "patching_agreement_r.csv", "CSV of r per model and site")
