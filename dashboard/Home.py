@@ -44,10 +44,23 @@ PAGES = {  # section -> (file, title, icon)
         ("views/cause/block_writes.py", "What each block writes", ":material/stacked_bar_chart:"),
     ],
 }
-RUNS_REMOTE = {"views/home.py", "views/weights/architecture.py", "views/weights/vocabulary.py",  # pages that
-               "views/running/logit_lens.py", "views/running/similarity.py", "views/intervene/next_token.py",
-               "views/running/attention.py",
-               "views/running/hidden_states.py"}
+RUNS_REMOTE = {  # pages that work with a model on NDIF (one line each)
+    "views/home.py",
+    "views/weights/architecture.py",
+    "views/weights/vocabulary.py",
+    # "views/weights/embeddings.py",
+    "views/running/hidden_states.py",
+    "views/running/similarity.py",
+    # "views/running/hidden_state_maps.py",
+    "views/running/logit_lens.py",
+    "views/running/attention.py",
+    "views/intervene/next_token.py",
+    # "views/intervene/patchscopes.py",
+    # "views/intervene/steering.py",
+    # "views/cause/activation_patching.py",
+    # "views/cause/input_tokens.py",
+    # "views/cause/block_writes.py",
+}
 # work with a model on NDIF; every other page shows such a model as a plain note in its column (ui.page_slots)
 HERE = Path(__file__).parent
 # The page scripts live in views/, not pages/: a pages/ folder makes Streamlit fall back to its

@@ -49,10 +49,24 @@ def meta_bytes(values: dict[str, torch.Tensor]) -> int:
     return result_bytes({"lens": {name: torch.zeros(value.shape, dtype=value.dtype) for name, value in values.items()}})
 
 
+def llama_405b_config():
+    """Llama-3.1-405B's config, written out (the hub is out of reach): 126 layers, hidden 16,384, 128 heads
+    (8 key/value heads), vocabulary 128,256. Every page's bytes are sized for it (issue 18)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=128_256, hidden_size=16_384, intermediate_size=53_248, num_hidden_layers=126,
+                       num_attention_heads=128, num_key_value_heads=8, max_position_embeddings=131_072,
+                       tie_word_embeddings=False)
+
+
+def meta_model(config) -> LoadedModel:
+    """A LoadedModel of `config` built on the meta device: parts, shapes and dtypes, no weights, no memory."""
+    model = build_on_meta(config)
+    return LoadedModel(getattr(config, "name_or_path", "") or config.model_type, None, model, None, False, "meta",
+                       model.dtype, 0.0)
+
+
 def lens_page_bytes(config, tokens: int = LECTURE_TOKENS, k: int = 10, *, last_only: bool = False,
                     trajectory: bool = True) -> int:
     """Bytes the lens page brings back for a model with this config (a transformers config object)."""
-    model = build_on_meta(config)
-    lm = LoadedModel(getattr(config, "name_or_path", "") or config.model_type, None, model, None, False, "meta",
-                     model.dtype, 0.0)
-    return meta_bytes(lens_result_shapes(lm, tokens, k, last_only=last_only, trajectory=trajectory))
+    return meta_bytes(lens_result_shapes(meta_model(config), tokens, k, last_only=last_only, trajectory=trajectory))
