@@ -61,7 +61,7 @@ RUNS_REMOTE = {  # pages that work with a model on NDIF (one line each)
     # "views/cause/input_tokens.py",
     # "views/cause/block_writes.py",
 }
-# work with a model on NDIF; every other page shows such a model as a plain note in its column (ui.page_slots)
+# every other page shows a model on NDIF as a plain note in its column (ui.page_slots)
 HERE = Path(__file__).parent
 # The page scripts live in views/, not pages/: a pages/ folder makes Streamlit fall back to its
 # old automatic multipage mode for deep links (/attention), which skips this entry script.
