@@ -13,9 +13,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import streamlit as st  # noqa: E402
 
 import export  # noqa: E402
+import remote_ui  # noqa: E402
 import report  # noqa: E402
 import theme  # noqa: E402
 import ui  # noqa: E402
+from core.remote.jobs import stop_when  # noqa: E402
 
 st.set_page_config(page_title="Two language models, side by side", page_icon=":material/compare:", layout="wide")
 
@@ -48,7 +50,7 @@ RUNS_REMOTE = {  # pages that work with a model on NDIF (one line each)
     "views/home.py",
     "views/weights/architecture.py",
     "views/weights/vocabulary.py",
-    # "views/weights/embeddings.py",
+    "views/weights/embeddings.py",
     "views/running/hidden_states.py",
     "views/running/similarity.py",
     # "views/running/hidden_state_maps.py",
@@ -79,4 +81,5 @@ st.session_state["_slots"] = ui.page_slots(ui.load_slots(keys), runs_remote=FILE
 report.sidebar([(file, title) for pages in PAGES.values() for file, title, _ in pages if (HERE / file).exists()],
                page.title)
 export.begin_page(page.title, page.url_path)
-page.run()
+with stop_when(remote_ui.page_left):  # a job waiting for NDIF ends when the user leaves or changes the page
+    page.run()

@@ -99,3 +99,18 @@ def remote_section(slots: list[ui.Slot]) -> None:
             facts = pd.DataFrame({slot.title: request_facts(rm)})
             facts.index.name = "Fact"
             st.table(facts)
+
+
+def page_left() -> bool:
+    """Whether Streamlit asked this run to stop or start over (the user left the page, changed an input, or
+    pressed Stop): a job still waiting for NDIF is then dropped (core.remote.jobs.stop_when).
+
+    Streamlit 1.67 keeps that request in the run's ScriptRequests; it raises it only at the next
+    Streamlit call, which a page waiting in NDIF's queue does not make.
+    """
+    from streamlit.runtime.scriptrunner_utils.script_requests import ScriptRequestType
+    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+
+    requests = getattr(get_script_run_ctx(), "script_requests", None)
+    state = getattr(requests, "_state", ScriptRequestType.CONTINUE)
+    return state != ScriptRequestType.CONTINUE

@@ -3,8 +3,8 @@
 Why our own backend: nnsight 0.8.1's `RemoteBackend` (blocking mode: a /subscribe websocket for the
 status updates, POST /request for the payload, the result inline or from a URL) is used as it is,
 with four additions a dashboard needs:
-- a stop: `Job.cancel()` (another thread) or a deadline ends the wait while the job is queued or
-  running. The status display's `update`/`refresh` are called by the client on every update and
+- a stop: `Job.cancel()` (another thread), the caller's own stop (`stop_when`: a page the user
+  left) or a deadline ends the wait while the job is queued or running. The status display's `update`/`refresh` are called by the client on every update and
   every 0.1 s of silence, so our stand-in display is where the stop is checked;
 - a byte budget, checked from the result's Content-Length before downloading, on its size, and on
   its size once decompressed (read no further than the budget);
@@ -23,6 +23,7 @@ import io
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -48,6 +49,24 @@ class JobStats:
     total_seconds: float | None = None
     bytes_received: int = 0
     outcome: str = "running"  # "completed", "failed", "cancelled"
+
+
+_STOP = threading.local()  # this thread's "has the caller gone?" predicate (stop_when)
+
+
+@contextmanager
+def stop_when(gone):
+    """While inside: a job waited for in this thread also stops as soon as `gone()` is true.
+
+    Why: a dashboard page blocked in NDIF's queue runs no Streamlit call, so Streamlit's own stop
+    (the user left the page or changed an input) cannot reach it; the wait checks `gone` every 0.1 s.
+    """
+    previous = getattr(_STOP, "gone", None)
+    _STOP.gone = gone
+    try:
+        yield
+    finally:
+        _STOP.gone = previous
 
 
 _SHIPPED: set[str] = set()  # names of the modules registered with nnsight so far
@@ -115,6 +134,9 @@ class Job:
         return self._cancel.is_set()
 
     def check(self) -> None:
+        gone = getattr(_STOP, "gone", None)
+        if gone is not None and gone():
+            self._cancel.set()
         if self._cancel.is_set():
             self.stats.outcome = "cancelled"
             raise RemoteCancelled(f"Stopped while waiting for NDIF ({self.label}); nothing was kept. "
