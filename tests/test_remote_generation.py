@@ -6,7 +6,8 @@ SmolLM2: next_token_table (ids identical, probabilities within 1e-5) and next_to
 generate greedy, sampled with a seed and steered give the local path's token ids exactly (the same
 logits processors and steering delta, core.intervene.sampling, run inside the job); every call is ONE
 job (RemoteModel.new_job counted); the model is left as it was (no hooks, a plain local run bit for
-bit the same). The page: model A simulated shows core's local table.
+bit the same). The page: model A simulated shows core's local table. A model on the meta device
+(remote=URL) builds the same requests and nnsight's real client sends them to tests/fake_ndif.py.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from core import load_model
 from core.intervene.generation import Steer, generate, next_token_logits, next_token_table
@@ -124,3 +126,29 @@ def test_page_shows_the_simulated_models_next_tokens(folders, jobs, monkeypatch)
     assert len(jobs) == 2 and jobs[1].stats.outcome == "completed"
     text = generate(local, prompt, max_new_tokens=6, temperature=0.7, top_p=0.95, seed=5).text
     assert text and text in [c.value for c in app.code]  # the same seeded sample as core's local path
+
+
+def test_a_model_on_the_meta_device_generates_through_nnsights_client(folders, jobs):
+    """remote=URL: the request (greedy, sampled, steered generation; the top next tokens) is built on the
+    meta device, sent by nnsight's real client to a fake NDIF on 127.0.0.1 (the live NDIF cannot be reached
+    from here), and its answer decoded: the canned new ids become the text, the canned top-k the table."""
+    from tests.fake_ndif import FakeNDIF
+    from tests.test_page_remote import KEY, REPO
+
+    meta = load_model(str(folders["llama"]), weights=False)
+    new_ids = torch.tensor([5, 9, 2, 7])
+    top = {"ids": torch.tensor([4, 8, 3]), "probs": torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64),
+           "size": torch.tensor(meta.vocab_size)}
+    with FakeNDIF(["complete"], result={"new": new_ids, "result": top}, hosted=(REPO,), keys=(KEY,),
+                  max_requests=40) as server:
+        lm = remote_model(meta, server.url, key=KEY, repo_id=REPO)
+        assert lm.device == "meta" and not lm.has_weights
+        for settings in ({}, {"temperature": 1.3, "top_p": 0.9, "seed": 7}, {"steer": steer_of(lm, 1)}):
+            got = generate(lm, PROMPT, max_new_tokens=4, **settings)
+            assert list(got.token_ids) == new_ids.tolist()
+            assert got.text == lm.tokenizer.decode(new_ids.tolist(), skip_special_tokens=True)
+        table = next_token_table(lm, PROMPT, k=3)
+        assert table["token_id"].tolist() == top["ids"].tolist()
+        np.testing.assert_allclose(table["prob"].to_numpy(), top["probs"].numpy(), rtol=1e-6)
+    assert len(jobs) == 4 and all(job.stats.outcome == "completed" for job in jobs)
+    assert len(server.model_keys) == 4 and lm.remote.last.bytes_received > 0
