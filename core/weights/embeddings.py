@@ -27,11 +27,12 @@ several times slower on CPU (bench/embeddings.py).
 Arithmetic a - b + c is 3CosAdd (Mikolov et al. 2013, "Linguistic Regularities
 in Continuous Space Word Representations"; Levy & Goldberg 2014): each term is
 unit-normalised first so no word dominates by its norm, and the inputs are
-excluded from the answer. Projections are PCA (SVD of the centred word vectors).
+excluded from the answer. Projections are PCA (SVD of the centred word vectors, neighbour_reduce.pca_2d).
 
 The search itself (row_dots, top_cosine_rows, the inverse norms, the query's vector) lives in
 core.weights.neighbour_reduce, torch only, so that a remote model (core.remote) runs the very same
 search where its table is: nearest_tokens on such a model is one job that sends back k ids and cosines.
+The page's parts together are one job too (core.weights.embeddings_page).
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ import torch
 from core.model.loaded import LoadedModel
 from core.model.reading import embedding_table, inverse_norms
 from core.text.tokens import display_token, require_tokenizer
-from core.weights.neighbour_reduce import (MAX_RESCORE_ROWS, RESCORE_MARGIN, query_vector,  # noqa: F401 (kept here)
-                                          rank_in, row_dots, three_cos_add, top_cosine_rows)
+from core.weights.neighbour_reduce import (MAX_RESCORE_ROWS, RESCORE_MARGIN, pca_2d,  # noqa: F401 (kept here)
+                                          query_vector, rank_in, row_dots, three_cos_add, top_cosine_rows)
 
 MAX_K = 200
 MAX_WORDS = 60  # projection word lists
@@ -122,6 +123,13 @@ def resolve_query(lm: LoadedModel, query: str | int) -> Query:
                  query_vector(embedding_table(lm), ids))  # (H,) the mean of the pieces' rows
 
 
+def query_tokens(lm: LoadedModel, query: str | int) -> tuple[list[int], list[str]]:
+    """The token ids a query becomes and their readable pieces, from the tokenizer alone (no table is read:
+    a remote model's pieces are known before any job)."""
+    ids = _query_ids(lm, query)
+    return ids, [display_token(lm, i) for i in ids]
+
+
 def _neighbour_frame(lm: LoadedModel, ids: list[int], cosines: list[float]) -> pd.DataFrame:
     return pd.DataFrame({
         "rank": range(1, len(ids) + 1),
@@ -138,16 +146,13 @@ def nearest_tokens(lm: LoadedModel, query: str | int, k: int = 10) -> pd.DataFra
     finds itself at rank 1. `df.attrs` holds "query_ids" and "query_pieces" (several for a
     word the tokenizer splits, whose mean vector was used).
     """
-    if _is_remote(lm):  # the search runs where the table is: only k ids and cosines come back
-        from core.remote.embeddings import neighbours_job
+    if _is_remote(lm):  # the search runs where the table is: only k ids and cosines come back, in one job
+        from core.weights.embeddings_page import embeddings_page
 
-        token_ids = _query_ids(lm, query)
-        pieces = [display_token(lm, i) for i in token_ids]
-        ids, cosines, _ = neighbours_job(lm, [token_ids], max(1, min(int(k), MAX_K, lm.parts.embed.weight.shape[0])))
-    else:
-        resolved = resolve_query(lm, query)
-        token_ids, pieces = list(resolved.token_ids), list(resolved.pieces)
-        ids, cosines = top_cosine(lm, resolved.vector, min(int(k), MAX_K))
+        return embeddings_page(lm, query=query, k=k).part("neighbours")
+    resolved = resolve_query(lm, query)
+    token_ids, pieces = list(resolved.token_ids), list(resolved.pieces)
+    ids, cosines = top_cosine(lm, resolved.vector, min(int(k), MAX_K))
     table = _neighbour_frame(lm, ids, cosines)
     table.attrs.update(query_ids=token_ids, query_pieces=pieces)
     return table
@@ -165,7 +170,9 @@ def arithmetic(lm: LoadedModel, a: str | int, b: str | int, c: str | int, k: int
     lands among the whole vocabulary (1 = the answer), or None if it is not a single token.
     """
     if _is_remote(lm):  # one job where the table is: k ids, k cosines and the expected token's rank come back
-        return _remote_arithmetic(lm, (a, b, c), k, expected)
+        from core.weights.embeddings_page import embeddings_page
+
+        return embeddings_page(lm, k=k, sums=(a, b, c, expected)).part("arithmetic")
     terms = [resolve_query(lm, word) for word in (a, b, c)]
     target = three_cos_add(*(t.vector for t in terms))  # (H,)
     exclude = {i for t in terms for i in t.token_ids}
@@ -177,24 +184,6 @@ def arithmetic(lm: LoadedModel, a: str | int, b: str | int, c: str | int, k: int
         table.attrs["expected_pieces"] = list(wanted.pieces)
         table.attrs["expected_rank"] = (rank_of(lm, target, wanted.token_ids[0], exclude)
                                         if wanted.is_single_token else None)
-    return table
-
-
-def _remote_arithmetic(lm: LoadedModel, words: tuple, k: int, expected) -> pd.DataFrame:
-    """arithmetic's table for a remote model: the ids from the local tokenizer, the search in one job."""
-    from core.remote.embeddings import neighbours_job
-
-    terms = [_query_ids(lm, word) for word in words]
-    exclude = {i for ids in terms for i in ids}
-    wanted = _query_ids(lm, expected) if expected is not None and str(expected).strip() else None
-    k = max(1, min(int(k), MAX_K, lm.parts.embed.weight.shape[0] - len(exclude)))
-    ids, cosines, rank = neighbours_job(lm, terms, k, exclude=exclude,
-                                        expected=wanted[0] if wanted and len(wanted) == 1 else None)
-    table = _neighbour_frame(lm, ids, cosines)
-    table.attrs["pieces"] = {str(word): [display_token(lm, i) for i in ids] for word, ids in zip(words, terms)}
-    if wanted is not None:
-        table.attrs["expected_pieces"] = [display_token(lm, i) for i in wanted]
-        table.attrs["expected_rank"] = rank
     return table
 
 
@@ -259,38 +248,48 @@ def parse_word_groups(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def word_pairs(words: list[tuple[str, str]] | list[str]) -> list[tuple[str, str]]:
+    """(group, word) pairs of a projection's words (a bare word is in group "words"), 3 to MAX_WORDS of them."""
+    pairs = [(w if isinstance(w, tuple) else ("words", w)) for w in words]
+    if len(pairs) < 3:
+        raise ValueError("Give at least 3 words to draw a map.")
+    if len(pairs) > MAX_WORDS:
+        raise ValueError(f"At most {MAX_WORDS} words, please ({len(pairs)} given).")
+    return pairs
+
+
+def projection_frame(pairs: list[tuple[str, str]], pieces: list[list[str]], xy: np.ndarray,
+                     explained: list[float]) -> pd.DataFrame:
+    """project_words's table from the words, their readable pieces and pca_2d's coordinates (n, 2)."""
+    table = pd.DataFrame({
+        "word": [w for _, w in pairs],
+        "group": [g for g, _ in pairs],
+        "x": xy[:, 0],
+        "y": xy[:, 1],
+        "pieces": [" | ".join(p) for p in pieces],
+        "n_pieces": [len(p) for p in pieces],
+    })
+    table.attrs["explained"] = [float(e) for e in explained]
+    return table
+
+
 @torch.no_grad()
 def project_words(lm: LoadedModel, words: list[tuple[str, str]] | list[str]) -> pd.DataFrame:
     """Each word's embedding (mean of its pieces) projected onto the 2 principal components of the list.
 
     Columns: word, group, x, y, pieces (readable, joined by " | "), n_pieces. attrs "explained"
     is the share of variance each axis keeps. PCA signs are fixed so the largest loading is positive.
+    The PCA is neighbour_reduce.pca_2d, which a remote model runs where its table is (one job).
     """
-    pairs = [(w if isinstance(w, tuple) else ("words", w)) for w in words]
-    if len(pairs) < 3:
-        raise ValueError("Give at least 3 words to draw a map.")
-    if len(pairs) > MAX_WORDS:
-        raise ValueError(f"At most {MAX_WORDS} words, please ({len(pairs)} given).")
+    pairs = word_pairs(words)
+    if _is_remote(lm):
+        from core.weights.embeddings_page import embeddings_page
+
+        return embeddings_page(lm, words=pairs).part("projection")
     resolved = [resolve_query(lm, word) for _, word in pairs]
-    # (n, H): a few rows, brought to the host for NumPy's SVD (mps has no float64, so cast after the copy)
-    vectors = torch.stack([r.vector for r in resolved]).cpu().double().numpy()
-    centred = vectors - vectors.mean(axis=0)
-    _, singular, components = np.linalg.svd(centred, full_matrices=False)  # components (n, H)
-    components = components[:2]
-    signs = np.sign(components[np.arange(2), np.abs(components).argmax(axis=1)])
-    components *= signs[:, None]  # deterministic orientation (as scikit-learn's svd_flip)
-    xy = centred @ components.T  # (n, 2)
-    variance = singular ** 2
-    table = pd.DataFrame({
-        "word": [w for _, w in pairs],
-        "group": [g for g, _ in pairs],
-        "x": xy[:, 0],
-        "y": xy[:, 1],
-        "pieces": [" | ".join(r.pieces) for r in resolved],
-        "n_pieces": [len(r.token_ids) for r in resolved],
-    })
-    table.attrs["explained"] = (variance[:2] / variance.sum()).tolist() if variance.sum() > 0 else [0.0, 0.0]
-    return table
+    # (n, H): a few rows, brought to the host for the float64 SVD (mps has no float64, so cast after the copy)
+    xy, explained = pca_2d(torch.stack([r.vector for r in resolved]).cpu())  # (n, 2), (2,)
+    return projection_frame(pairs, [list(r.pieces) for r in resolved], xy.numpy(), explained.tolist())
 
 
 def visible(text: str) -> str:

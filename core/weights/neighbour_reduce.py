@@ -96,3 +96,23 @@ def rank_in(table: torch.Tensor, inverse: torch.Tensor, q: torch.Tensor, token_i
     if exclude:
         scores[sorted(set(exclude))] = float("-inf")
     return int((scores > scores[token_id]).sum()) + 1
+
+
+@torch.no_grad()
+def pca_2d(vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The words' coordinates on the 2 principal components of their vectors (n, H), and each axis's share of
+    the variance: PCA as the SVD of the centred vectors, in float64 (n, 2) and (2,).
+
+    Each component's sign is fixed so that its largest loading is positive (scikit-learn's svd_flip), so
+    the local and the remote map face the same way. Run where the table is, only these numbers come back.
+    """
+    centred = vectors.double() - vectors.double().mean(dim=0)  # (n, H)
+    _, singular, components = torch.linalg.svd(centred, full_matrices=False)  # (r,), (r, H)
+    components = components[:2]  # (2, H)
+    largest = components.abs().argmax(dim=1)  # (2,)
+    signs = torch.sign(components[torch.arange(2, device=components.device), largest])
+    components = components * torch.where(signs == 0, 1.0, signs)[:, None]
+    variance = singular ** 2  # (r,)
+    total = variance.sum()
+    explained = torch.where(total > 0, variance[:2] / total.clamp_min(1e-300), 0.0)  # (2,)
+    return centred @ components.T, explained  # (n, 2), (2,)

@@ -6,13 +6,14 @@ import streamlit as st
 import export
 import ui
 from charts.embeddings import overlap_chart, projection_chart
-from core.weights.embeddings import (MAX_K, MAX_WORDS, arithmetic, nearest_tokens, neighbour_overlap, parse_word_groups,
-                             project_words, resolve_query, visible)
+from core.weights.embeddings import MAX_K, MAX_WORDS, neighbour_overlap, parse_word_groups, visible
+from embeddings_data import PageData, query_pieces, runs_table
 
 QUERY_PRESETS = {"apple": "apple", "Apple": "Apple", "李": "李", "王": "王",
                  "leap": "leap", "jump": "jump", "skip": "skip", "hop": "hop"}  # the explainer's leap / jump / skip / hop
+ARITHMETIC_DEFAULT = ("冷", "cold", "small", "小")  # a, b, c, the answer hoped for
 ARITHMETIC_PRESETS = {  # label -> (a, b, c, the answer hoped for)
-    "冷 − cold + small": ("冷", "cold", "small", "小"),
+    "冷 − cold + small": ARITHMETIC_DEFAULT,
     "king − man + woman": ("king", "man", "woman", "queen"),
     "␣king − ␣man + ␣woman (mid-sentence words)": (" king", " man", " woman", " queen"),
 }
@@ -37,30 +38,6 @@ st.markdown(
 )
 
 
-@st.cache_data(max_entries=128, show_spinner="Comparing with every token of the vocabulary…")
-def neighbours_for(key, query, k: int) -> pd.DataFrame:
-    table = nearest_tokens(ui.cached_model(key), query, k)
-    return table.assign(text=[visible(t) for t in table["token"]], pieces=" | ".join(table.attrs["query_pieces"]))
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def pieces_for(key, query: str) -> tuple[list[int], list[str]]:
-    resolved = resolve_query(ui.cached_model(key), query)
-    return list(resolved.token_ids), [visible(p) for p in resolved.pieces]
-
-
-@st.cache_data(max_entries=64, show_spinner="Computing a − b + c…")
-def arithmetic_for(key, a: str, b: str, c: str, expected: str, k: int) -> tuple[pd.DataFrame, dict]:
-    table = arithmetic(ui.cached_model(key), a, b, c, k, expected=expected or None)
-    return table.assign(text=[visible(t) for t in table["token"]]), dict(table.attrs)
-
-
-@st.cache_data(max_entries=32, show_spinner="Projecting the words…")
-def projection_for(key, words_text: str) -> tuple[pd.DataFrame, list[float]]:
-    points = project_words(ui.cached_model(key), parse_word_groups(words_text))
-    return points.assign(word=[visible(w) for w in points["word"]]), points.attrs["explained"]
-
-
 def neighbour_table(table: pd.DataFrame, filename: str, key: str) -> None:
     st.dataframe(table[["rank", "text", "token_id", "cosine"]], hide_index=True, width="stretch",
                  column_config={"rank": "Rank", "text": "Token", "token_id": "Id",
@@ -70,7 +47,7 @@ def neighbour_table(table: pd.DataFrame, filename: str, key: str) -> None:
 
 
 slots = ui.current_slots()
-ready = [s for s in slots if s.lm is not None and s.lm.has_weights and s.lm.tokenizer is not None]
+ready = [s for s in slots if runs_table(s)]
 
 # ---------------------------------------------------------------- nearest tokens
 st.header("Nearest tokens")
@@ -79,11 +56,12 @@ ui.preset_buttons(QUERY_PRESETS, "emb_query")
 k = ui.number_input("How many neighbours", key="emb_k", default=10, min_value=1, max_value=MAX_K)
 if not query.strip():
     st.warning("Type a token or a word, or click a preset.")
+data = PageData(k, ARITHMETIC_DEFAULT, PROJECTION_PRESETS["Fruits vs tech companies"])  # a remote model: one job
 picked = {}  # slot label -> the query actually used (the whole word or one of its pieces)
 
 
 def nearest(slot) -> None:
-    ids, pieces = pieces_for(slot.key, query)
+    ids, pieces = query_pieces(slot.key, query)
     used = query
     if len(ids) > 1:
         st.info(f"{ui.short_name(slot.key.source)} cuts '{query}' into {len(ids)} tokens: " + " | ".join(f"`{p}`" for p in pieces)
@@ -91,7 +69,7 @@ def nearest(slot) -> None:
         choice = st.selectbox("Use", [-1] + list(range(len(ids))), key=f"emb_piece_{slot.label}_{query}",
                               format_func=lambda i: f"piece {i + 1}: {pieces[i]}" if i >= 0 else "all pieces (average)")
         used = query if choice < 0 else ids[choice]
-    neighbour_table(neighbours_for(slot.key, used, k), f"nearest_{slot.label}.csv", f"csv-nearest-{slot.label}")
+    neighbour_table(data.neighbours(slot, used), f"nearest_{slot.label}.csv", f"csv-nearest-{slot.label}")
     picked[slot.label] = used  # only once its list exists: the comparison below reuses it
 
 
@@ -104,7 +82,7 @@ st.caption("The two lists compared as text: the tokenizers' space markers are ig
            "upper/lower case is kept. Jaccard = tokens in both lists ÷ all distinct tokens of the two lists "
            "(1 = the same neighbours, 0 = none in common).")
 if len(ready) == 2 and len(picked) == 2:
-    lists = [neighbours_for(s.key, picked[s.label], k) for s in ready]
+    lists = [data.neighbours(s, picked[s.label]) for s in ready]
     overlap = neighbour_overlap(*lists)
     left, right = st.columns([1, 3])
     left.metric("Jaccard", f"{overlap.jaccard:.2f}", help="Shared tokens ÷ all distinct tokens of both lists.")
@@ -136,18 +114,18 @@ for column, (label, values) in zip(st.columns(len(ARITHMETIC_PRESETS)), ARITHMET
     column.button(label, key=f"emb-arith-{label}", on_click=use_arithmetic, args=(values,), width="stretch")
 inputs = st.columns(4)
 with inputs[0]:
-    a = ui.text_input("a", key="emb_a", default="冷")
+    a = ui.text_input("a", key="emb_a", default=ARITHMETIC_DEFAULT[0])
 with inputs[1]:
-    b = ui.text_input("− b", key="emb_b", default="cold")
+    b = ui.text_input("− b", key="emb_b", default=ARITHMETIC_DEFAULT[1])
 with inputs[2]:
-    c = ui.text_input("+ c", key="emb_c", default="small")
+    c = ui.text_input("+ c", key="emb_c", default=ARITHMETIC_DEFAULT[2])
 with inputs[3]:
-    expected = ui.text_input("Answer you hope for (optional)", key="emb_expected", default="小",
+    expected = ui.text_input("Answer you hope for (optional)", key="emb_expected", default=ARITHMETIC_DEFAULT[3],
                              help="Shows where this token lands among all tokens of the vocabulary.")
 
 
 def arithmetic_view(slot) -> None:
-    table, attrs = arithmetic_for(slot.key, a, b, c, expected, k)
+    table, attrs = data.arithmetic(slot)
     split = {word: pieces for word, pieces in attrs["pieces"].items() if len(pieces) > 1}
     if split:
         st.caption("Split into pieces (their average is used): " + "; ".join(
@@ -182,7 +160,7 @@ ui.preset_buttons(PROJECTION_PRESETS, "emb_words")
 
 
 def projection(slot) -> None:
-    points, explained = projection_for(slot.key, words_text)
+    points, explained = data.projection(slot)
     export.show_chart(projection_chart(points, explained=explained), f"word_map_{slot.label}_chart", width="stretch")
     ui.download_csv(points, f"word_map_{slot.label}.csv", key=f"csv-map-{slot.label}")
 
