@@ -21,6 +21,12 @@ measure the change of the next-token distribution, without generating:
 - `kl`: KL(unsteered || steered) of the next token, how much anything changed.
 The directions of every layer come from one trace per prompt; the held-out
 prompt runs once for all layers as a batch, row i steered at its own layer.
+
+The arithmetic (mean difference, the row-wise addition, the sweep's scores) is
+core.intervene.steer_reduce (torch only), shared with core.remote.steering: a remote model
+(core.remote: NDIF or its simulation) runs each call as ONE job with that same code and
+brings back only the direction(s), the sweep's (prompts, layers) scores or the new ids.
+`with_and_without` gives a prompt's unsteered and steered continuations (one job for a remote model).
 """
 
 from __future__ import annotations
@@ -32,14 +38,33 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.text.chat import prompt_ids
+import core.intervene.steer_reduce as shared
+from core.text.chat import model_text, prompt_ids
 from core.model.hooks import Edit, check_layer, edited_residual
 from core.model.loaded import LoadedModel
-from core.text.tokens import display_token
+from core.text.tokens import display_token, require_tokenizer
+from core.intervene.generation import Generation, Steer, generate
 from core.intervene.patchscopes import MAX_ROWS, generate_rows, require_weights
 from core.running.trace import MAX_TRACE_TOKENS, Trace, last_logits_only, run_trace
 
 Progress = Callable[[int, int], None]  # (done, total)
+
+
+def _is_remote(lm: LoadedModel) -> bool:
+    """A core.remote model: it runs where lm.remote says (NDIF or its simulation), weights or not."""
+    return getattr(lm, "remote", None) is not None
+
+
+def _require(lm: LoadedModel) -> None:
+    """A local model needs its weights; a remote one runs where it is hosted (tokenizer only here)."""
+    require_tokenizer(lm) if _is_remote(lm) else require_weights(lm)
+
+
+def _remote_ids(lm: LoadedModel, texts: Sequence[str]) -> list[list[int]]:
+    """The token ids run_trace would run for each text (a remote model's traces are sent as ids)."""
+    from core.remote.lens import prompt_ids as trace_ids
+
+    return [trace_ids(lm, text) for text in texts]
 
 
 # ---------------------------------------------------------------- the direction
@@ -74,18 +99,38 @@ def directions_from_traces(positive: Sequence[Trace], negative: Sequence[Trace])
     """
     if not positive or not negative:
         raise ValueError("Each list needs at least one prompt.")
-    pos = last_token_states(positive).astype(np.float64).mean(axis=0)  # (L+1, hidden)
-    neg = last_token_states(negative).astype(np.float64).mean(axis=0)  # (L+1, hidden)
-    return (pos - neg)[:-1].astype(np.float32)
+    pos = torch.from_numpy(last_token_states(positive)[:, :-1])  # (P, L, hidden)
+    neg = torch.from_numpy(last_token_states(negative)[:, :-1])  # (N, L, hidden)
+    return shared.mean_difference(pos, neg).numpy()
 
 
 def steering_vector(lm: LoadedModel, positive: Sequence[str], negative: Sequence[str], layer: int) -> np.ndarray:
     """Mean over `positive` of hidden_states[layer] at each prompt's last token, minus the same mean over
-    `negative`: (hidden,) float32. Prompts are tokenized as given (BOS as the tokenizer adds it)."""
-    require_weights(lm)
+    `negative`: (hidden,) float32. Prompts are tokenized as given (BOS as the tokenizer adds it).
+    A remote model: one job, only this layer's direction comes back."""
+    _require(lm)
     layer = check_layer(lm, layer)
     positive, negative = check_prompt_lists(positive, negative)
+    if _is_remote(lm):
+        from core.remote.steering import remote_directions
+
+        return remote_directions(lm, _remote_ids(lm, positive), _remote_ids(lm, negative), [layer])[0].numpy()
     return directions_from_traces([run_trace(lm, p) for p in positive], [run_trace(lm, p) for p in negative])[layer]
+
+
+def steering_directions(lm: LoadedModel, positive: Sequence[str], negative: Sequence[str], *,
+                        chat: bool = False) -> np.ndarray:
+    """The direction of every layer, (layers, hidden) float32, each prompt as the model reads it (chat:
+    in its chat template). A remote model: one job (405B: 8.3 MB back); else one trace per prompt."""
+    _require(lm)
+    positive, negative = check_prompt_lists(positive, negative)
+    positive, negative = [model_text(lm, p, chat) for p in positive], [model_text(lm, p, chat) for p in negative]
+    if _is_remote(lm):
+        from core.remote.steering import remote_directions
+
+        return remote_directions(lm, _remote_ids(lm, positive), _remote_ids(lm, negative),
+                                 list(range(lm.num_layers))).numpy()
+    return directions_from_traces([run_trace(lm, p) for p in positive], [run_trace(lm, p) for p in negative])
 
 
 # ---------------------------------------------------------------- steering many layers at once
@@ -126,13 +171,7 @@ def _row_edits(layers: Sequence[int], deltas: torch.Tensor, first_row: int) -> d
     def edit_for(indices: list[int]) -> Edit:
         rows = [first_row + i for i in indices]
         added = deltas[indices]  # (len(rows), hidden)
-
-        def add(hidden: torch.Tensor) -> torch.Tensor:  # (batch, T, hidden)
-            hidden = hidden.clone()
-            hidden[rows] += added.to(device=hidden.device, dtype=hidden.dtype)[:, None, :]
-            return hidden
-
-        return add
+        return lambda hidden: shared.add_rows(hidden, added, rows)  # (batch, T, hidden) -> same
 
     return {layer: edit_for(indices) for layer, indices in rows_of.items()}
 
@@ -151,9 +190,22 @@ def target_ids(lm: LoadedModel, words: Sequence[str]) -> list[int]:
     return ids
 
 
-def _log_odds(log_probs: torch.Tensor, first: list[int], second: list[int]) -> torch.Tensor:
-    """log P(any of `first`) - log P(any of `second`), per row: (rows,)."""
-    return torch.logsumexp(log_probs[:, first], dim=-1) - torch.logsumexp(log_probs[:, second], dim=-1)
+def _chunks(layers: list[int], size: int) -> list[tuple[int, list[int]]]:
+    """[(start, layers[start:start + size])]: the batches of a sweep or of the continuations."""
+    return [(s, layers[s:s + size]) for s in range(0, len(layers), size)]
+
+
+def _remote_batches(chunks, deltas: torch.Tensor, first_row: int) -> list:
+    """What core.remote.steering runs for `chunks`: (layers, batch_edits) per batch."""
+    from core.remote.steering import batch_edits
+
+    return [(chunk, batch_edits(chunk, deltas[s:s + len(chunk)], first_row)) for s, chunk in chunks]
+
+
+def _check_finite(lm: LoadedModel, score: dict, strength: float) -> None:
+    if not bool(score["finite"]):
+        raise ValueError(f"Steering with strength {strength:g} made {lm.name}'s next-token scores NaN or "
+                         "infinite: choose a smaller strength.")
 
 
 def layer_sweep(lm: LoadedModel, directions: np.ndarray, prompts: Sequence[str], strength: float,
@@ -165,7 +217,7 @@ def layer_sweep(lm: LoadedModel, directions: np.ndarray, prompts: Sequence[str],
     log-odds of `positive_words` vs `negative_words`, in nats), kl (mean KL(unsteered || steered)),
     top_token (the most common steered top token). on_progress(done, total) after each batch.
     """
-    require_weights(lm)
+    _require(lm)
     strength = check_strength(strength)
     prompts = [p for p in prompts if p and p.strip()]
     if not prompts:
@@ -175,33 +227,41 @@ def layer_sweep(lm: LoadedModel, directions: np.ndarray, prompts: Sequence[str],
         raise ValueError("Give at least one target word for each list (e.g. 'Sorry' and 'Sure').")
     layers = list(range(lm.num_layers)) if layers is None else [check_layer(lm, l) for l in layers]
     deltas = _deltas(lm, directions, layers, strength)  # (layers, hidden)
+    ids_of = [prompt_ids(lm, prompt, chat)[:MAX_TRACE_TOKENS] for prompt in prompts]
+    chunks = _chunks(layers, MAX_ROWS - 1)
+    total = len(prompts) * len(chunks)
+    if _is_remote(lm):  # one job: every batch of every prompt, reduced there by the same sweep_scores
+        from core.remote.steering import remote_sweep
+
+        scores = remote_sweep(lm, ids_of, _remote_batches(chunks, deltas, first_row=1), first, second)
+        if on_progress is not None:  # the job's result arrives whole
+            on_progress(total, total)
+    else:
+        scores = []
+        for ids in ids_of:
+            scores.append([])
+            for start, chunk in chunks:
+                rows = len(chunk) + 1  # row 0 runs unsteered: the baseline of this prompt
+                batch = torch.tensor([ids] * rows, device=lm.device)  # (rows, T)
+                with edited_residual(lm, _row_edits(chunk, deltas[start:start + len(chunk)], first_row=1)), \
+                        torch.inference_mode():
+                    logits = lm.model(input_ids=batch, use_cache=False,
+                                      **last_logits_only(lm, len(ids))).logits[:, -1]  # (rows, vocab)
+                # Scores are reduced on the model's device; only (rows,) vectors cross to the host.
+                scores[-1].append(shared.sweep_scores(logits, first, second))
+                _check_finite(lm, scores[-1][-1], strength)
+                if on_progress is not None:
+                    on_progress(sum(map(len, scores)), total)
     shift = np.zeros(len(layers))
     kl = np.zeros(len(layers))
     tops: list[list[int]] = [[] for _ in layers]
-    chunks = [(s, layers[s:s + MAX_ROWS - 1]) for s in range(0, len(layers), MAX_ROWS - 1)]
-    total, done = len(prompts) * len(chunks), 0
-    for prompt in prompts:
-        ids = prompt_ids(lm, prompt, chat)[:MAX_TRACE_TOKENS]
-        for start, chunk in chunks:
-            rows = len(chunk) + 1  # row 0 runs unsteered: the baseline of this prompt
-            batch = torch.tensor([ids] * rows, device=lm.device)  # (rows, T)
-            with edited_residual(lm, _row_edits(chunk, deltas[start:start + len(chunk)], first_row=1)), \
-                    torch.inference_mode():
-                logits = lm.model(input_ids=batch, use_cache=False, **last_logits_only(lm, len(ids))).logits[:, -1].float()
-            if not torch.isfinite(logits).all():
-                raise ValueError(f"Steering with strength {strength:g} made {lm.name}'s next-token scores NaN or "
-                                 "infinite: choose a smaller strength.")
-            # Scores are reduced on the model's device; only (rows,) vectors cross to the host.
-            log_probs = torch.log_softmax(logits, dim=-1)  # (rows, vocab)
-            odds = _log_odds(log_probs, first, second)  # (rows,)
-            shift[start:start + len(chunk)] += (odds[1:] - odds[0]).cpu().numpy() / len(prompts)
-            base = log_probs[0]
-            kl[start:start + len(chunk)] += (base.exp() * (base - log_probs[1:])).sum(-1).cpu().numpy() / len(prompts)
-            for i, token in enumerate(log_probs[1:].argmax(-1).tolist()):
+    for per_prompt in scores:
+        for (start, chunk), score in zip(chunks, per_prompt):
+            _check_finite(lm, score, strength)
+            shift[start:start + len(chunk)] += score["shift"].cpu().numpy() / len(prompts)
+            kl[start:start + len(chunk)] += score["kl"].cpu().numpy() / len(prompts)
+            for i, token in enumerate(score["top"].tolist()):
                 tops[start + i].append(int(token))
-            done += 1
-            if on_progress is not None:
-                on_progress(done, total)
     return pd.DataFrame({
         "layer": layers,
         "relative_depth": [l / lm.num_layers for l in layers],
@@ -216,21 +276,60 @@ def steered_continuations(lm: LoadedModel, directions: np.ndarray, prompt: str, 
                           on_progress: Progress | None = None) -> pd.DataFrame:
     """The greedy continuation of `prompt` steered at each layer in turn (one batched generation per
     MAX_ROWS layers): layer, relative_depth, text, token_ids."""
-    require_weights(lm)
+    _require(lm)
     strength = check_strength(strength)
     layers = list(range(lm.num_layers)) if layers is None else [check_layer(lm, l) for l in layers]
     deltas = _deltas(lm, directions, layers, strength)
     ids = prompt_ids(lm, prompt, chat)[:MAX_TRACE_TOKENS]
+    chunks = _chunks(layers, MAX_ROWS)
+    if _is_remote(lm):  # one job: every batch generated there, only the new ids come back
+        from core.intervene.generation import pad_id
+        from core.remote.steering import remote_continuations
+
+        found = remote_continuations(lm, ids, _remote_batches(chunks, deltas, first_row=0),
+                                     max_new_tokens=max_new_tokens, pad=pad_id(lm))
+        made = [[_until_eos(lm, row) for row in new.tolist()] for new in found]
+    else:
+        made = []
+        for start, chunk in chunks:
+            edits = _row_edits(chunk, deltas[start:start + len(chunk)], first_row=0)
+            made.append(generate_rows(lm, ids, len(chunk), edits, max_new_tokens))
+            if on_progress is not None:
+                on_progress(start + len(chunk), len(layers))
     rows = []
-    for start in range(0, len(layers), MAX_ROWS):
-        chunk = layers[start:start + MAX_ROWS]
-        edits = _row_edits(chunk, deltas[start:start + len(chunk)], first_row=0)
-        for layer, new_ids in zip(chunk, generate_rows(lm, ids, len(chunk), edits, max_new_tokens)):
+    for (_, chunk), batch in zip(chunks, made):
+        for layer, new_ids in zip(chunk, batch):
             rows.append((layer, layer / lm.num_layers, lm.tokenizer.decode(list(new_ids), skip_special_tokens=True),
                          new_ids))
-        if on_progress is not None:
-            on_progress(start + len(chunk), len(layers))
+    if _is_remote(lm) and on_progress is not None:  # the job's result arrives whole
+        on_progress(len(layers), len(layers))
     return pd.DataFrame(rows, columns=["layer", "relative_depth", "text", "token_ids"])
+
+
+def _until_eos(lm: LoadedModel, row: list[int]) -> tuple[int, ...]:
+    """A generated row cut after its first EOS (generate pads a row that finished early), as generate_rows cuts."""
+    eos = lm.model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+    kept = []
+    for token in row:
+        kept.append(int(token))
+        if token in eos:
+            break
+    return tuple(kept)
+
+
+def with_and_without(lm: LoadedModel, prompt: str, steer: Steer, *, max_new_tokens: int = 20,
+                     chat: bool = False) -> tuple[Generation, Generation]:
+    """The greedy continuation of `prompt` unsteered and with `steer` (core.intervene.generation.generate's).
+
+    A remote model: both in ONE job (core.remote.steering.remote_pair), each as generate makes it alone.
+    """
+    if not _is_remote(lm):
+        return (generate(lm, prompt, max_new_tokens=max_new_tokens, chat=chat),
+                generate(lm, prompt, max_new_tokens=max_new_tokens, chat=chat, steer=steer))
+    from core.remote.steering import remote_pair
+
+    return remote_pair(lm, prompt, steer, max_new_tokens=max_new_tokens, chat=chat)
 
 
 # ---------------------------------------------------------------- presets (the page's buttons; also used by bench/)

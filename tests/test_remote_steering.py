@@ -1,0 +1,128 @@
+"""Steering of a remote model: core's own functions, each call ONE job, the local numbers.
+
+Through nnsight's local simulation of NDIF (remote="local": the request serialized as for NDIF, our
+modules hidden while it is deserialized) on the tiny Llama and Gemma 3 and the embedded SmolLM2:
+steering_vector / steering_directions within 1e-5 of the local path and of the test's own forward
+pass, layer_sweep's table within 1e-5 (float32 models) with the same top tokens, steered_continuations
+and with_and_without give the local token ids exactly; every call is one job; the model is left as it
+was (no hooks, a plain local run bit for bit the same). What comes back for Llama-3.1-405B is sized on
+the meta device. The page with model A simulated shows core's local numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import core.intervene.steering as steering
+from core import load_model, run_trace
+from core.intervene.generation import Steer, generate
+from core.intervene.steering import (directions_from_traces, layer_sweep, steered_continuations, steering_directions,
+                                     steering_vector, with_and_without)
+from core.remote.budget import PAGE_BUDGET, llama_405b_config, meta_model
+from core.remote.model import remote_model
+from core.remote.steering import direction_bytes, sweep_bytes
+from tests.test_remote import folders, jobs, no_ambient_key  # noqa: F401 (fixtures)
+from tests.test_remote_lens import counted_jobs, hook_state
+
+POSITIVE = ["the apple is green.", "I ate an apple for breakfast", "how are you?"]
+NEGATIVE = ["nice to meet you", "The capital of France is Paris."]
+HELD_OUT = ["what color is the apple?", "how about you?"]
+WORDS = (["apple"], ["you"])
+
+
+def own_direction(lm, layer: int) -> np.ndarray:
+    """The test's own mean difference from plain transformers forwards (hidden_states[layer] at the last token)."""
+    def last(prompt):
+        ids = torch.tensor([lm.tokenizer(prompt)["input_ids"]])
+        with torch.inference_mode():
+            return lm.model(input_ids=ids, output_hidden_states=True).hidden_states[layer][0, -1].double()
+
+    return (torch.stack([last(p) for p in POSITIVE]).mean(0) - torch.stack([last(p) for p in NEGATIVE]).mean(0)).numpy()
+
+
+def same_sweep(got: pd.DataFrame, expected: pd.DataFrame, tolerance: float = 1e-5) -> float:
+    """Same layers, depths and top tokens; the largest shift / KL difference (asserted <= tolerance)."""
+    assert list(got.columns) == list(expected.columns)
+    assert got[["layer", "relative_depth", "top_token"]].equals(expected[["layer", "relative_depth", "top_token"]])
+    difference = float(np.abs(got[["shift", "kl"]].to_numpy(float) - expected[["shift", "kl"]].to_numpy(float)).max())
+    assert difference <= tolerance
+    return difference
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma3"])
+def test_simulated_steering_is_the_local_steering(folders, monkeypatch, kind):
+    local = load_model(str(folders[kind]), device="cpu")
+    before = run_trace(local, HELD_OUT[0])
+    lm = remote_model(local, "local")
+    hooks, jobs = hook_state(local.model), counted_jobs(monkeypatch, lm)
+    count = local.num_layers
+
+    for layer in range(count):  # one job each, only that layer's direction back
+        got = steering_vector(lm, POSITIVE, NEGATIVE, layer)
+        np.testing.assert_allclose(got, steering_vector(local, POSITIVE, NEGATIVE, layer), atol=1e-5)
+        np.testing.assert_allclose(got, own_direction(local, layer), rtol=1e-5, atol=1e-5)
+    assert len(jobs) == count and lm.remote.last.bytes_received == direction_bytes(local, 1)
+
+    directions = steering_directions(lm, POSITIVE, NEGATIVE)
+    expected = directions_from_traces([run_trace(local, p) for p in POSITIVE], [run_trace(local, p) for p in NEGATIVE])
+    assert directions.shape == (count, local.hidden_size) and np.abs(directions - expected).max() <= 1e-5
+    assert len(jobs) == count + 1 and lm.remote.last.bytes_received == direction_bytes(local, count)
+
+    strength = 8.0 / float(np.linalg.norm(expected, axis=1).mean())  # a push the tiny model's next token feels
+    table = layer_sweep(lm, expected, HELD_OUT, strength, *WORDS)
+    difference = same_sweep(table, layer_sweep(local, expected, HELD_OUT, strength, *WORDS))
+    assert (table["kl"] > 0).all()  # the steer acted at every layer where the model ran
+    assert len(jobs) == count + 2 and lm.remote.last.bytes_received == sweep_bytes(local, 2, count, steering.MAX_ROWS)
+    monkeypatch.setattr(steering, "MAX_ROWS", 3)  # several batches, layers out of order and repeated
+    picked = [count - 1, 0, 0, 1]
+    same_sweep(layer_sweep(lm, expected, HELD_OUT, -strength, *WORDS, layers=picked),
+               layer_sweep(local, expected, HELD_OUT, -strength, *WORDS, layers=picked))
+    assert len(jobs) == count + 3
+    got = steered_continuations(lm, expected, HELD_OUT[0], 4 * strength, layers=picked, max_new_tokens=5)
+    assert got.equals(steered_continuations(local, expected, HELD_OUT[0], 4 * strength, layers=picked,
+                                            max_new_tokens=5))
+    assert len(jobs) == count + 4 and lm.remote.last.bytes_received < 4096  # the new ids only
+
+    steer = Steer(1, expected[1], 4 * strength)
+    plain, steered = with_and_without(lm, HELD_OUT[1], steer, max_new_tokens=6)
+    assert len(jobs) == count + 5 and all(job.stats.outcome == "completed" for job in jobs)
+    assert plain.token_ids == generate(local, HELD_OUT[1], max_new_tokens=6).token_ids
+    assert steered.token_ids == generate(local, HELD_OUT[1], max_new_tokens=6, steer=steer).token_ids
+    assert steered.settings == {"steer_layer": 1, "steer_strength": 4 * strength}
+
+    assert hook_state(local.model) == hooks  # no job left a hook or a wrapper behind
+    after = run_trace(local, HELD_OUT[0])
+    assert np.array_equal(after.hidden_states, before.hidden_states)
+    assert np.array_equal(after.last_logits, before.last_logits)
+    print(f"{kind}: sweep max difference {difference:.1e}")
+
+
+@pytest.mark.embedded
+def test_smollm_sweep(smollm, monkeypatch):
+    """The embedded SmolLM2 (chat template on): the refusal preset's directions and a sweep of three layers."""
+    preset = steering.PRESETS["Refuse vs comply (lecture; chat on)"]
+    lm = remote_model(smollm, "local")
+    jobs = counted_jobs(monkeypatch, lm)
+    directions = steering_directions(lm, preset["positive"][:2], preset["negative"][:2], chat=True)
+    expected = steering_directions(smollm, preset["positive"][:2], preset["negative"][:2], chat=True)
+    assert np.abs(directions - expected).max() <= 1e-5
+    args = (preset["held_out"][:1], 4.0, preset["positive_words"], preset["negative_words"])
+    difference = same_sweep(layer_sweep(lm, expected, *args, chat=True, layers=[3, 12, 24]),
+                            layer_sweep(smollm, expected, *args, chat=True, layers=[3, 12, 24]))
+    assert len(jobs) == 2
+    print(f"SmolLM2 sweep: max difference {difference:.1e}")
+
+
+def test_steering_bytes_405b():
+    """Llama-3.1-405B on the meta device: every layer's direction (126 x 16,384 float32) and the sweep of the
+    lecture's 3 held-out prompts at every layer, each under the page budget."""
+    lm = meta_model(llama_405b_config())
+    directions, one = direction_bytes(lm, lm.num_layers), direction_bytes(lm, 1)
+    sweep = sweep_bytes(lm, 3, lm.num_layers, steering.MAX_ROWS)
+    assert 126 * 16_384 * 4 <= directions <= 126 * 16_384 * 4 + 4096 and directions <= PAGE_BUDGET
+    assert 16_384 * 4 <= one <= 16_384 * 4 + 4096
+    assert 3 * 126 * (4 + 4 + 8) <= sweep < 2**16
+    print(f"Llama-3.1-405B: directions {directions:,} bytes (one layer {one:,}), sweep {sweep:,} bytes")
