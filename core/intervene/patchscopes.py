@@ -40,6 +40,7 @@ from core.model.loaded import LoadedModel
 from core.model.errors import ModelLoadError, whole_number
 from core.text.tokens import require_tokenizer
 from core.running.trace import MAX_TRACE_TOKENS, Trace, last_logits_only, run_trace
+from core.intervene.patch_reduce import replace_rows
 
 DEFAULT_PLACEHOLDER = "x"
 MAX_ROWS = 32  # rows of one batched generation: bounds memory (KV cache grows with rows × tokens)
@@ -81,9 +82,7 @@ def placeholder_position(lm: LoadedModel, target_prompt: str, placeholder: str =
                          chat: bool = False) -> int:
     """The target token that receives the patch: the last token of the last occurrence of `placeholder`."""
     text, _, offsets = target_tokens(lm, target_prompt, chat)
-    if placeholder and placeholder not in target_prompt:
-        raise ValueError(f'The placeholder "{placeholder}" does not appear in the target prompt '
-                         f'"{_short(target_prompt)}": write it where the hidden state should go.')
+    _check_placeholder(placeholder, target_prompt)
     return last_token_of(text, offsets, placeholder, "placeholder")
 
 
@@ -135,12 +134,18 @@ def generate_rows(lm: LoadedModel, input_ids: list[int], rows: int, edits: Mappi
     first_scores = output.scores[0]  # (rows, vocab)
     if not torch.isfinite(first_scores).all():
         raise ValueError(f"The intervention made {lm.name}'s next-token scores NaN or infinite.")
+    return cut_at_eos(lm, output.sequences[:, len(input_ids):].tolist())
+
+
+def cut_at_eos(lm: LoadedModel, rows: list[list[int]]) -> list[tuple[int, ...]]:
+    """Each row of new ids up to and including its first EOS (generation_config's): generate pads a row
+    that finished before the others (remote ids are cut here too, with the local generation config)."""
     eos = lm.model.generation_config.eos_token_id
     eos = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
     result = []
-    for row in output.sequences[:, len(input_ids):].tolist():
+    for row in rows:
         kept = []
-        for token in row:  # generate pads a row that finished early: cut after its EOS
+        for token in row:
             kept.append(int(token))
             if token in eos:
                 break
@@ -183,18 +188,24 @@ def prompt_pass_only(edit: Edit) -> Edit:
 
 
 def _replace(rows: list[int], position: int, states: torch.Tensor, prompt_length: int) -> Edit:
-    """On the prompt pass, set hidden[rows[i], position] = states[i]; other rows and positions untouched.
+    """On the prompt pass, set hidden[rows[i], position] = states[i] (patch_reduce.replace_rows).
 
     The pass may start after a cached shared prefix (generate_rows), so `position` is counted
     from the end of the `prompt_length`-token prompt.
     """
 
     def edit(hidden: torch.Tensor) -> torch.Tensor:  # (batch, T', hidden): the last T' prompt tokens
-        hidden = hidden.clone()
-        hidden[rows, position - (prompt_length - hidden.shape[1])] = states.to(device=hidden.device, dtype=hidden.dtype)
-        return hidden
+        return replace_rows(hidden, rows, position - (prompt_length - hidden.shape[1]), states)
 
     return edit
+
+
+def row_plan(chunk: Sequence[int], target_layer: int | None) -> dict[int, list[int]]:
+    """{layer patched: rows patched there} for one batch, row i holding source layer chunk[i]; by layer."""
+    plan: dict[int, list[int]] = {}
+    for row, layer in enumerate(chunk):
+        plan.setdefault(layer if target_layer is None else target_layer, []).append(row)
+    return dict(sorted(plan.items()))  # in the order the blocks run (nnsight reads them in that order)
 
 
 # ---------------------------------------------------------------- Patchscopes
@@ -207,9 +218,36 @@ def patchscope_from_trace(lm: LoadedModel, source: Trace, source_position: int, 
     """`patchscope` with the source states read from an existing trace (a layer sweep never reruns the source).
 
     chat=True wraps the target prompt in the model's chat template (the placeholder is found in the result).
-    on_progress(done_layers, total_layers) is called after each batch of layers.
+    on_progress(done_layers, total_layers) is called after each batch of layers. A remote model reruns
+    the trace's token ids where it runs, in the sweep's one job (core.remote.patchscopes).
     """
+    if getattr(lm, "remote", None) is not None:  # nnsight only once a remote model is used
+        from core.remote.patchscopes import remote_patchscope
+
+        return remote_patchscope(lm, source, source_position, target_prompt, layers, target_layer, placeholder,
+                                 max_new_tokens, chat)
     require_weights(lm)
+    layers, target_layer, max_new_tokens, source_position, ids, position = checked_sweep(
+        lm, len(source.token_ids), source_position, target_prompt, layers, target_layer, placeholder,
+        max_new_tokens, chat)
+    states = torch.from_numpy(np.ascontiguousarray(source.hidden_states[:, source_position]))  # (L+1, hidden)
+    # Every token before the placeholder is the same in every row and unchanged by the patch: run once.
+    prefix = prefix_cache(lm, ids[:position])
+    answers: list[tuple[int, ...]] = []
+    for start in range(0, len(layers), MAX_ROWS):
+        chunk = layers[start:start + MAX_ROWS]
+        edits = {t: prompt_pass_only(_replace(rows, position, states[[chunk[r] for r in rows]], len(ids)))
+                 for t, rows in row_plan(chunk, target_layer).items()}
+        answers += generate_rows(lm, ids, len(chunk), edits, max_new_tokens, prefix=prefix)
+        if on_progress is not None:
+            on_progress(start + len(chunk), len(layers))
+    return answer_table(lm, layers, answers)
+
+
+def checked_sweep(lm: LoadedModel, length: int, source_position, target_prompt: str, layers, target_layer,
+                  placeholder: str, max_new_tokens, chat: bool) -> tuple[list[int], int | None, int, int, list[int], int]:
+    """The checked settings of a sweep over a `length`-token source: (layers, target layer, new tokens,
+    source position in 0 … length - 1, the target's token ids, the placeholder's position); local and remote."""
     layers = list(range(lm.num_layers)) if layers is None else [check_layer(lm, l) for l in layers]
     if not layers:
         raise ValueError("Choose at least one source layer.")
@@ -221,35 +259,25 @@ def patchscope_from_trace(lm: LoadedModel, source: Trace, source_position: int, 
     if position is None:
         raise ValueError(f"The source position must be a whole number, not {source_position!r} "
                          "(word_position(trace, word) finds the position of a word).")
-    max_new_tokens, source_position = count, position
-    length = len(source.token_ids)
-    if not -length <= source_position < length:
-        raise ValueError(f"Source position {source_position} is out of range: the source prompt has {length} tokens "
+    if not -length <= position < length:
+        raise ValueError(f"Source position {position} is out of range: the source prompt has {length} tokens "
                          f"(0 … {length - 1}).")
-    source_position %= length
+    _check_placeholder(placeholder, target_prompt)
+    text, ids, offsets = target_tokens(lm, target_prompt, chat)
+    ids, offsets = ids[:MAX_TRACE_TOKENS], offsets[:MAX_TRACE_TOKENS]
+    return layers, target_layer, count, position % length, ids, last_token_of(text, offsets, placeholder, "placeholder")
+
+
+def _check_placeholder(placeholder: str, target_prompt: str) -> None:
     if placeholder and placeholder not in target_prompt:
         raise ValueError(f'The placeholder "{placeholder}" does not appear in the target prompt '
                          f'"{_short(target_prompt)}": write it where the hidden state should go.')
-    text, ids, offsets = target_tokens(lm, target_prompt, chat)
-    ids, offsets = ids[:MAX_TRACE_TOKENS], offsets[:MAX_TRACE_TOKENS]
-    position = last_token_of(text, offsets, placeholder, "placeholder")
 
-    states = torch.from_numpy(np.ascontiguousarray(source.hidden_states[:, source_position]))  # (L+1, hidden)
-    # Every token before the placeholder is the same in every row and unchanged by the patch: run once.
-    prefix = prefix_cache(lm, ids[:position])
-    texts: list[tuple[int, str, tuple[int, ...]]] = []
-    for start in range(0, len(layers), MAX_ROWS):
-        chunk = layers[start:start + MAX_ROWS]
-        by_target: dict[int, list[int]] = {}  # target layer -> rows patched there
-        for row, layer in enumerate(chunk):
-            by_target.setdefault(layer if target_layer is None else target_layer, []).append(row)
-        edits = {t: prompt_pass_only(_replace(rows, position, states[[chunk[r] for r in rows]], len(ids)))
-                 for t, rows in by_target.items()}
-        answers = generate_rows(lm, ids, len(chunk), edits, max_new_tokens, prefix=prefix)
-        for layer, new_ids in zip(chunk, answers):
-            texts.append((layer, lm.tokenizer.decode(list(new_ids), skip_special_tokens=True), new_ids))
-        if on_progress is not None:
-            on_progress(start + len(chunk), len(layers))
+
+def answer_table(lm: LoadedModel, layers: list[int], answers: list[tuple[int, ...]]) -> pd.DataFrame:
+    """patchscope's DataFrame: layer, the new text (special tokens dropped), the new ids."""
+    texts = [(layer, lm.tokenizer.decode(list(new_ids), skip_special_tokens=True), new_ids)
+             for layer, new_ids in zip(layers, answers)]
     return pd.DataFrame(texts, columns=["layer", "text", "token_ids"])
 
 
@@ -266,13 +294,17 @@ def patchscope(lm: LoadedModel, source_prompt: str, source_position: int, target
     norm, so it is not a residual-stream state of the same kind). `word_position(run_trace(lm, prompt),
     word)` gives the source position of a word. chat=True wraps the target prompt in the model's chat
     template (the placeholder is found in the wrapped text); the source prompt is read as given.
+    A remote model (core.remote) runs the whole sweep as ONE job there; only the new ids come back.
 
     Returns a DataFrame `layer`, `text` (new text only), `token_ids` (new ids): one row per source layer.
     """
+    if getattr(lm, "remote", None) is not None:  # the source's ids from the local tokenizer, run there
+        from core.remote.patchscopes import remote_patchscope
+
+        return remote_patchscope(lm, source_prompt, source_position, target_prompt, layers, target_layer,
+                                 placeholder, max_new_tokens, chat)
     require_weights(lm)
-    if placeholder and placeholder not in (target_prompt or ""):
-        raise ValueError(f'The placeholder "{placeholder}" does not appear in the target prompt '
-                         f'"{_short(target_prompt or "")}": write it where the hidden state should go.')
+    _check_placeholder(placeholder, target_prompt or "")  # before the source prompt is run
     return patchscope_from_trace(lm, run_trace(lm, source_prompt), source_position, target_prompt, layers=layers,
                                  target_layer=target_layer, placeholder=placeholder, max_new_tokens=max_new_tokens,
                                  chat=chat)
