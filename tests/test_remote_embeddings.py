@@ -21,7 +21,7 @@ from core.remote.model import remote_model
 from core.weights.embeddings import arithmetic, nearest_tokens, parse_word_groups, project_words
 from core.weights.embeddings_page import embeddings_page
 from tests.apptest import assert_clean, run_page
-from tests.test_page_remote import remote_facts
+from tests.test_page_remote import REPO, closed_port, messages, remote_facts
 from tests.test_pages_context import chart_data
 from tests.test_remote import jobs, no_ambient_key  # noqa: F401 (fixtures; autouse: no NDIF key or host from this machine)
 from tests.test_remote_lens import counted_jobs, hook_state
@@ -139,7 +139,7 @@ def test_embeddings_page_bytes_405b():
 @pytest.mark.embedded  # model B: the embedded Gemma 3 270M
 def test_embeddings_page_runs_a_simulated_model_in_one_job(folders, jobs):
     """A on remote="local", B here: A's neighbours, arithmetic and map are core's local numbers from ONE job;
-    a new k is one more job; Home's bytes are the page's."""
+    a new k or a new arithmetic is one more job, inputs seen before none; Home's bytes are the page's."""
     folder = folders["llama"]
     app = run_page(PAGE, query={"a": folder, "place_a": "remote", "ndif_a": "local", "emb_query": "apple"})
     assert_clean(app)
@@ -164,7 +164,38 @@ def test_embeddings_page_runs_a_simulated_model_in_one_job(folders, jobs):
     assert not app.error and len(jobs) == 2
     near = app.dataframe[0].value
     assert near["token_id"].tolist() == nearest_tokens(local, "apple", 5)["token_id"].tolist()
+    app.button(key="emb-arith-king − man + woman").click().run()  # new arithmetic: the page's one new job
+    assert_clean(app)
+    assert not app.error and len(jobs) == 3
+    king = arithmetic(local, "king", "man", "woman", 5, expected="queen")
+    assert app.dataframe[2].value["token_id"].tolist() == king["token_id"].tolist()
+    app.button(key="emb-arith-冷 − cold + small").click().run()  # back: cached, no job
+    assert_clean(app)
+    assert len(jobs) == 3
     app.switch_page("views/home.py").run()
-    rank = arithmetic(local, *SUMS[:3], 5, expected=SUMS[3]).attrs.get("expected_rank") is not None
+    rank = king.attrs.get("expected_rank") is not None  # the last job's (the king arithmetic)
     size = page_bytes([(5, False), (5, rank)], len(WORDS), local.parts.layout.hidden_size)
     assert remote_facts(app)["Bytes received"] == f"{size:,}"
+
+
+@pytest.mark.app
+@pytest.mark.embedded  # model B: the embedded Gemma 3 270M
+def test_embeddings_page_with_an_unreachable_ndif(folders, jobs):
+    """A on an NDIF that cannot be reached (on the meta device: its pieces from the tokenizer alone): the one
+    failed job is a message in each of A's columns, B's lists and map draw; nothing is cached, so the next
+    run asks again, once."""
+    url = f"http://127.0.0.1:{closed_port()}"
+    app = run_page(PAGE, query={"a": folders["llama"], "place_a": "remote", "ndif_a": "url", "ndif_url_a": url,
+                                "ndif_repo_a": REPO, "emb_query": "AirPods"})
+    assert_clean(app)
+    assert app.session_state["_slots"][0].lm.device == "meta"
+    errors = messages(app, "error")  # A's neighbours, arithmetic and map columns
+    assert len(errors) == 3 and all(e.startswith(f"Offline: could not reach NDIF at {url}") for e in errors)
+    assert [c.error[0].value for c in app.columns if c.error] == errors  # in A's columns only
+    assert any("cuts 'AirPods' into" in m for m in messages(app, "info"))  # the piece picker needs no job
+    assert len(jobs) == 1 and jobs[0].stats.outcome == "failed"
+    assert len(app.dataframe) == 2  # B's neighbours and arithmetic
+    maps = [data for data in map(chart_data, app.get("vega_lite_chart")) if {"x", "y", "word"} <= set(data.columns)]
+    assert len(maps) == 1 and maps[0]["word"].tolist() == [w for _, w in WORDS]  # B's map
+    app.run()
+    assert len(jobs) == 2 and len(messages(app, "error")) == 3  # not cached: asked again, once
