@@ -53,7 +53,7 @@ RUNS_REMOTE = {  # pages that work with a model on NDIF (one line each)
     "views/weights/embeddings.py",
     "views/running/hidden_states.py",
     "views/running/similarity.py",
-    # "views/running/hidden_state_maps.py",
+    "views/running/hidden_state_maps.py",
     "views/running/logit_lens.py",
     "views/running/attention.py",
     "views/intervene/next_token.py",

@@ -138,7 +138,7 @@ def test_simulated_model_on_home_weight_pages_and_a_page_that_cannot_run_it(fold
     app.switch_page("views/weights/architecture.py").run()
     assert TINY_PARAMS in tables_text(app) and GEMMA_PARAMS in tables_text(app)
 
-    app.switch_page("views/running/hidden_state_maps.py").run()  # a page that does not run remote models yet
+    app.switch_page("views/cause/block_writes.py").run()  # a page that does not run remote models yet
     assert_clean(app)
     notes = [m for m in messages(app, "info") if m.startswith(NOTE)]
     assert notes and "nnsight's local simulation of NDIF" in notes[0]
@@ -178,7 +178,7 @@ def test_key_never_shown_and_an_unreachable_self_hosted_ndif(folder):
     assert_no_key(app, "Home after the failed request")
 
     for page in ("views/weights/architecture.py", "views/weights/vocabulary.py", "views/running/hidden_states.py",
-                 "views/running/hidden_state_maps.py"):  # the last one does not run remote models yet
+                 "views/cause/block_writes.py"):  # the last one does not run remote models yet
         app.switch_page(page).run()
         assert_clean(app)
         assert app.session_state[export.ITEMS_KEY], page  # figures and tables whose files are checked

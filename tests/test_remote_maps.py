@@ -67,3 +67,91 @@ def test_maps_simulated_are_local(folders, monkeypatch, kind):
         print(f"{kind} {pooling}: points max difference {difference:.1e}, "
               f"{lm.remote.last.bytes_received:,} bytes back")
     assert hook_state(local.model) == hooks
+
+
+def test_maps_depend_on_the_gram_alone():
+    """The same points in another orthonormal basis (X Q, Q a random rotation of R^H) give the same map,
+    signs included, and the same scores: what a Gram matrix cannot tell apart, the page never shows."""
+    from core.running.maps import embedding, map_points, separation
+
+    rng = np.random.default_rng(0)
+    items = parse_items(TINY)
+    x = rng.normal(size=(3, len(items), 40)) + np.array([3.0] * 3 + [-3.0] * 3)[None, :, None]  # (L+1, N, H)
+    q, _ = np.linalg.qr(rng.normal(size=(40, 40)))  # orthogonal (H, H)
+    rotated = x @ q
+    groups = [item.group for item in items]
+    for points in (x, rotated):
+        grams = np.einsum("lnh,lmh->lnm", points, points)
+        rebuilt = np.stack([embedding(g) for g in grams])  # (L+1, N, N)
+        np.testing.assert_allclose(np.einsum("lnh,lmh->lnm", rebuilt, rebuilt), grams, atol=1e-9)
+    a, b = map_points(x, items), map_points(rotated, items)
+    np.testing.assert_allclose(a[["x", "y"]].to_numpy(), b[["x", "y"]].to_numpy(), atol=1e-9)
+    pd.testing.assert_frame_equal(separation(x, groups), separation(rotated, groups), atol=1e-12)
+    assert separation(x, groups)["probe_accuracy"].eq(1.0).all()  # two groups 6 units apart
+
+
+def test_maps_bytes_405b():
+    """Llama-3.1-405B from its config on the meta device: MAX_ITEMS items bring back one (127, 24, 24) float64
+    tensor, under the 64 MB page budget (the items' vectors would be 24 x 127 x 16,384 x 4 B = 200 MB)."""
+    lm = meta_model(llama_405b_config())
+    size = maps_bytes(lm, MAX_ITEMS)
+    assert 127 * MAX_ITEMS**2 * 8 <= size <= 127 * MAX_ITEMS**2 * 8 + 2048 and size <= PAGE_BUDGET
+    print(f"Llama-3.1-405B hidden-state maps, {MAX_ITEMS} items: {size:,} bytes")
+
+
+@pytest.mark.embedded
+def test_smollm_apple_preset_simulated_is_local(smollm, monkeypatch):
+    """SmolLM2-135M on the apple preset through the simulation: the local maps and scores, in ONE job."""
+    lm = remote_model(smollm, "local")
+    jobs = counted_jobs(monkeypatch, lm)
+    items = parse_items(PRESETS["apple: 6 fruit, 6 company"])
+    got = model_maps(lm, items)
+    expected = hidden_state_maps([run_trace(smollm, item.sentence) for item in items], items)
+    assert len(jobs) == 1 and jobs[0].stats.outcome == "completed"
+    np.testing.assert_allclose(got.grams, expected.grams, rtol=1e-5, atol=1e-6 * np.abs(expected.grams).max())
+    difference = same_maps(got, expected)
+    middle = expected.separation.iloc[layer_at_depth(0.5, smollm.num_layers)]
+    assert middle["silhouette"] > 0.3 and middle["probe_accuracy"] == 1.0  # the senses separate mid-model
+    print(f"SmolLM2 apple: points max difference {difference:.1e}, {lm.remote.last.bytes_received:,} bytes back")
+
+
+@pytest.mark.app
+@pytest.mark.embedded  # model B: the embedded Gemma 3 270M, run here
+def test_maps_page_runs_a_simulated_model_in_one_job(folders, jobs):
+    """A on remote="local", B here: A's scores, map and token pieces are core's local numbers, from ONE job
+    that brought back maps_bytes; a new depth on the slider sends none (every layer's Gram came back)."""
+    import export
+    from tests.test_page_remote import remote_facts
+
+    query = {"a": folders["llama"], "place_a": "remote", "ndif_a": "local", "maps_items": TINY, "maps_depth": "0.5"}
+    app = run_page(PAGE, query=query)
+    assert_clean(app)
+    assert not app.error, [e.value for e in app.error]
+    assert len(jobs) == 1 and jobs[0].stats.outcome == "completed"
+    local = load_model(folders["llama"], device="cpu")
+    items = parse_items(TINY)
+    expected = hidden_state_maps([run_trace(local, item.sentence) for item in items], items)
+
+    def shown_for(depth: float) -> None:
+        layer = layer_at_depth(depth, local.num_layers)
+        row = expected.separation.iloc[layer]
+        accuracy = "—" if np.isnan(row["probe_accuracy"]) else f"{row['probe_accuracy']:.0%}"
+        assert [(m.label, m.value) for m in app.metric][:2] == [("Silhouette (cosine)", f"{row['silhouette']:.3f}"),
+                                                              ("Nearest-centroid accuracy", accuracy)]
+        drawn = next(i.table for i in app.session_state[export.ITEMS_KEY] if i.name == "hidden_state_map_A_chart")
+        points = expected.points[expected.points["layer"] == layer]
+        np.testing.assert_allclose(drawn[["x", "y"]].to_numpy(), points[["x", "y"]].to_numpy(), atol=1e-6)
+        assert drawn["text"].tolist() == [item.sentence for item in items]
+
+    shown_for(0.5)
+    pieces = next(f.value for f in app.dataframe if "tokens" in f.value.columns)  # A's column comes first
+    assert pieces["tokens"].tolist() == expected.pieces["tokens"].tolist()
+    assert pieces["positions"].tolist() == expected.pieces["positions"].tolist()
+    assert len(app.get("vega_lite_chart")) == 3  # a map per model + the separation chart
+
+    app.slider(key="maps_depth").set_value(1.0).run()
+    assert_clean(app)
+    assert not app.error and len(jobs) == 1
+    shown_for(1.0)
+    app.switch_page("views/home.py").run()
+    assert remote_facts(app)["Bytes received"] == f"{maps_bytes(local, len(items)):,}"

@@ -6,7 +6,8 @@ import streamlit as st
 import export
 import ui
 from charts.maps import map_chart, separation_chart, separation_long
-from core.running.maps import MAX_ITEMS, PRESETS, MapItem, hidden_state_maps, layer_at_depth, parse_items
+from core.running.maps import MAX_ITEMS, PRESETS, layer_at_depth, parse_items
+from maps_data import maps_for, truncation_notes
 
 POOLING = {"mean": "the average of its tokens", "last": "its last token"}
 
@@ -26,8 +27,8 @@ st.markdown(
     "guess the hidden dot's group as the nearest average (vectors scaled to length 1 first, so direction "
     "counts, not size). The share of correct guesses: 1 = always right; guessing blindly gives about "
     "1 ÷ number of groups.\n\n"
-    "Both are computed with scikit-learn on the full vectors, not on the 2-D picture. With a dozen "
-    "sentences they describe *these* sentences, not the model in general."
+    "Both are computed with scikit-learn on the full vectors (their lengths and angles), not on the 2-D "
+    "picture. With a dozen sentences they describe *these* sentences, not the model in general."
 )
 
 st.subheader("Sentences")
@@ -57,24 +58,14 @@ depth = ui.slider("Depth in the model (0 = token table, 1 = last layer)", key="m
                   help="Relative depth = layer ÷ number of layers, so models of different depth line up: "
                        "0.5 is layer 15 of SmolLM2's 30 and layer 9 of Gemma 3 270M's 18.")
 settings = {"depth": depth, "word vector": POOLING[pooling]}
-
-
-@st.cache_data(max_entries=32, show_spinner="Running the sentences…")
-def maps_for(key, items: tuple, pooling: str):
-    """Every layer's map and separation for one model; `items` as plain tuples (cache key)."""
-    items = [MapItem(*item) for item in items]
-    return hidden_state_maps([ui.cached_trace(key, item.sentence) for item in items], items, pooling)
-
-
 plain_items = tuple((i.group, i.sentence, i.word, i.start, i.end) for i in items)
 results = {}  # model title -> maps, for the separation chart and the token tables below
 
 
 def one_model(slot) -> None:
-    maps = maps_for(slot.key, plain_items, pooling)
+    maps = maps_for(slot.key, plain_items, pooling)  # a remote model: every sentence in one job
     results[slot.title] = (slot.label, maps)
-    for item in items:  # the traces are cached: this only reads them
-        ui.truncation_note(slot, ui.cached_trace(slot.key, item.sentence))
+    truncation_notes(slot, [item.sentence for item in items])
     layer = layer_at_depth(depth, slot.lm.num_layers)
     points = maps.points[maps.points["layer"] == layer]
     scores = maps.separation.iloc[layer]
