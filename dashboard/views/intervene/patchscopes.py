@@ -6,9 +6,10 @@ import streamlit as st
 import align_picker
 import export
 import intervene_ui
+import patchscopes_data
 import ui
 from charts.steering import patchscope_depth_chart
-from core.intervene.patchscopes import DESCRIPTION_PROMPT, IDENTITY_PROMPT, answer_changes, first_answer, patchscope_from_trace
+from core.intervene.patchscopes import DESCRIPTION_PROMPT, IDENTITY_PROMPT
 
 PREFIX = "ps"
 SOURCES = {  # the lecture's example, and "apple" in a fruit sentence vs a company sentence (the last word is picked)
@@ -61,21 +62,10 @@ if not placeholder or placeholder not in target:
              "inspected word should go.")
     st.stop()
 
-selection = align_picker.pick(PREFIX, source, align_picker.usable_traces(source))
+selection = align_picker.pick(PREFIX, source, patchscopes_data.usable_tokens(ui.current_slots(), source))
 if selection is None:
     st.warning("Neither model could run the source prompt (see the messages below).")
-
-
-@st.cache_data(max_entries=32, show_spinner="Patching every layer and generating…")
-def patch_sweep(key, source: str, position: int, target: str, placeholder: str, max_new_tokens: int,
-                chat: bool) -> pd.DataFrame:
-    lm = ui.cached_model(key)
-    table = patchscope_from_trace(lm, ui.cached_trace(key, source), position, target, placeholder=placeholder,
-                                  max_new_tokens=max_new_tokens, chat=chat)
-    table["answer"] = table["text"].map(first_answer)
-    table["changed"] = answer_changes(table[["answer"]].rename(columns={"answer": "text"}))
-    table["relative_depth"] = table["layer"] / lm.num_layers
-    return table
+data = patchscopes_data.PageData(source, target, placeholder, max_new_tokens)  # a remote model's sweep: one job
 
 
 # ---------------------------------------------------------------- one table per model
@@ -94,11 +84,14 @@ def render(slot) -> None:
     if position is None:
         st.info("No token of this model covers the picked word.")
         return
-    trace = ui.trace_for(slot, source)
-    ui.truncation_note(slot, trace)
-    st.caption(f"Reading token {position} `{trace.tokens[position]}` of the source prompt; the state goes into "
+    tokens = patchscopes_data.source_tokens(slot, source)
+    ui.truncation_note(slot, tokens)
+    st.caption(f"Reading token {position} `{tokens.tokens[position]}` of the source prompt; the state goes into "
                f'the last "{placeholder}" of the inspection prompt, at the same layer.')
-    table = patch_sweep(slot.key, source, position, target, placeholder, max_new_tokens, chat)
+    if ui.remote_of(slot.lm) is not None:
+        st.caption("Runs where the model runs, as one job: the source is read and every layer's patched prompt "
+                   "generated there; only the new token ids come back.")
+    table = data.sweep(slot, position, chat)
     results[slot.label] = slot.title, table
     shown = table[["layer", "answer", "text", "changed"]]
     st.dataframe(shown.style.apply(lambda row: [HIGHLIGHT if row["changed"] else ""] * len(row), axis=1),
