@@ -155,3 +155,25 @@ def test_maps_page_runs_a_simulated_model_in_one_job(folders, jobs):
     shown_for(1.0)
     app.switch_page("views/home.py").run()
     assert remote_facts(app)["Bytes received"] == f"{maps_bytes(local, len(items)):,}"
+
+
+@pytest.mark.app
+@pytest.mark.embedded
+def test_maps_page_with_an_unreachable_ndif(folders, jobs):
+    """A on an NDIF that cannot be reached (on the meta device): the one failed job is one message in A's
+    column only, B's map and the separation chart still draw; nothing is cached, so the next run asks again, once."""
+    from tests.test_page_remote import REPO, closed_port, messages
+
+    url = f"http://127.0.0.1:{closed_port()}"
+    app = run_page(PAGE, query={"a": folders["llama"], "place_a": "remote", "ndif_a": "url", "ndif_url_a": url,
+                                "ndif_repo_a": REPO, "maps_items": TINY})
+    assert_clean(app)
+    assert app.session_state["_slots"][0].lm.device == "meta"
+    errors = messages(app, "error")
+    assert len(errors) == 1 and errors[0].startswith(f"Offline: could not reach NDIF at {url}")
+    assert [c.error[0].value for c in app.columns if c.error] == errors  # in A's column only
+    assert len(jobs) == 1 and jobs[0].stats.outcome == "failed"
+    assert len(app.get("vega_lite_chart")) == 2  # B's map and the separation chart (B's line)
+    assert [m.label for m in app.metric] == ["Silhouette (cosine)", "Nearest-centroid accuracy"]  # B's
+    app.run()
+    assert len(jobs) == 2 and len(messages(app, "error")) == 1  # not cached: asked again, once

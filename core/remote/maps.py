@@ -6,7 +6,7 @@ is no final norm), in float32 as core.running.trace keeps them. Each sentence is
 nnsight session (so no padding changes a number). How it is reduced, where the model runs: the
 local path's own code (core.running.maps_reduce, shipped by value): each item's word pooled over
 its positions (L+1, H), then the items' inner products at every entry. What comes back: one
-(L+1, N, N) float64 tensor, 585,000-odd bytes for Llama-3.1-405B at MAX_ITEMS = 24 items
+(L+1, N, N) float64 tensor, 586,793 bytes for Llama-3.1-405B at MAX_ITEMS = 24 items
 (tests/test_remote_maps.py), instead of the items' vectors (24 x 127 x 16,384 x 4 B = 200 MB).
 The maps, silhouettes and probe accuracies are computed here from those numbers alone
 (core.running.maps.maps_from_grams), as for a local model.
