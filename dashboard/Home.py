@@ -58,7 +58,7 @@ RUNS_REMOTE = {  # pages that work with a model on NDIF (one line each)
     "views/running/attention.py",
     "views/intervene/next_token.py",
     "views/intervene/patchscopes.py",
-    # "views/intervene/steering.py",
+    "views/intervene/steering.py",
     # "views/cause/activation_patching.py",
     # "views/cause/input_tokens.py",
     # "views/cause/block_writes.py",

@@ -158,3 +158,41 @@ def show_generation(slot: ui.Slot, prefix: str, prompt: str, chat: bool, setting
 
 def _count(tokens: int) -> str:
     return f"{tokens} token" if tokens == 1 else f"{tokens} tokens"
+
+
+# ---------------------------------------------------------------- steering: unsteered and steered side by side
+
+
+def steered_side_by_side(slot: ui.Slot, prefixes: tuple[str, str], titles: tuple[str, str], prompt: str, chat: bool,
+                         settings: GenerationSettings, steer: Steer, run: bool) -> None:
+    """The unsteered and the steered continuation of `prompt` in two columns; `run`: generate them now.
+
+    A model here streams each in turn. A remote model makes both in ONE job
+    (core.intervene.steering.with_and_without), so both arrive whole, at once.
+    """
+    made = (None, None)
+    if ui.remote_of(slot.lm) is not None:
+        st.caption("This model runs remotely: both continuations are made in one job and arrive whole.")
+    if run and ui.remote_of(slot.lm) is not None:
+        from core.intervene.steering import with_and_without
+
+        with st.spinner("Waiting for the remote model: both continuations are made in one job…"):
+            made = with_and_without(slot.lm, prompt, steer, max_new_tokens=settings.max_new_tokens, chat=chat)
+    for box, prefix, title, edit, generation in zip(st.columns(2), prefixes, titles, (None, steer), made):
+        with box:
+            st.markdown(f"**{title}**")
+            if generation is not None:
+                _keep(slot, prefix, prompt, chat, settings, generation)
+                show_generation(slot, prefix, prompt, chat, settings)
+            elif run:
+                stream_generation(slot, prefix, prompt, chat, settings, steer=edit)
+            else:
+                show_generation(slot, prefix, prompt, chat, settings)
+
+
+def _keep(slot: ui.Slot, prefix: str, prompt: str, chat: bool, settings: GenerationSettings, generation) -> None:
+    """A finished Generation kept as stream_generation keeps its result (show_generation reads it)."""
+    st.session_state[_record_key(prefix, slot)] = {
+        "source": slot.key.source, "prompt": prompt, "chat": chat, "settings": asdict(settings),
+        "text": generation.text, "tokens": len(generation.token_ids), "done": True, "seconds": generation.seconds,
+        "finished": generation.finished}

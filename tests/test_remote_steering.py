@@ -126,3 +126,55 @@ def test_steering_bytes_405b():
     assert 16_384 * 4 <= one <= 16_384 * 4 + 4096
     assert 3 * 126 * (4 + 4 + 8) <= sweep < 2**16
     print(f"Llama-3.1-405B: directions {directions:,} bytes (one layer {one:,}), sweep {sweep:,} bytes")
+
+
+@pytest.mark.app
+@pytest.mark.embedded
+def test_page_shows_the_simulated_models_steering(folders, jobs, monkeypatch):
+    """A on remote="local", B the embedded Gemma here: A's direction length, continuations and sweep are core's
+    local numbers; the first render is one job (every direction), Generate one more (both continuations) and
+    "Try every layer" one more (the sweep)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dashboard"))
+    import ui
+    from tests.apptest import assert_clean, run_page
+    from streamlit import dataframe_util
+
+    page_slots = ui.page_slots
+    monkeypatch.setattr(ui, "page_slots", lambda slots, runs_remote: page_slots(slots, runs_remote=True))
+    folder = str(folders["llama"])
+    app = run_page("views/intervene/steering.py",
+                   query={"a": folder, "place_a": "remote", "ndif_a": "local", "st_tokens": "4"})
+    assert_clean(app)
+    assert not [e.value for e in app.error] and len(jobs) == 1 and jobs[0].stats.outcome == "completed"
+    state = app.session_state
+    positive, negative = ([p.strip() for p in state[key].splitlines() if p.strip()] for key in ("st_positive", "st_negative"))
+    local = load_model(folder, device="cpu")
+    directions = steering_directions(local, positive, negative)
+    layer = min(local.num_layers - 1, int(round(state["st_depth"] * local.num_layers)))
+    assert any(c.value.startswith(f"Layer {layer} of {local.num_layers} · direction length "
+                                  f"{np.linalg.norm(directions[layer]):.2f}") for c in app.caption)
+
+    next(b for b in app.button if b.label == "Generate").click().run()
+    assert_clean(app)
+    assert len(jobs) == 2  # both of A's continuations in one job; the directions were kept
+    steer = Steer(layer, directions[layer], state["st_strength"])
+    shown = [c.value for c in app.code]
+    for made in with_and_without(local, state["st_test"], steer, max_new_tokens=4):
+        assert made.text in shown
+
+    next(b for b in app.button if b.label == "Try every layer").click().run()
+    assert_clean(app)
+    assert len(jobs) == 3 and all(job.stats.outcome == "completed" for job in jobs)
+    held_out = [p.strip() for p in state["st_held_out"].splitlines() if p.strip()]
+    words = [[w.strip() for w in state[key].split(",") if w.strip()] for key in ("st_words_1", "st_words_2")]
+    expected = layer_sweep(local, directions, held_out, state["st_strength"], *words)
+    drawn = next(frame for frame in (dataframe_util.convert_arrow_bytes_to_pandas_df(d.data.data)
+                                     for chart in app.get("vega_lite_chart") for d in chart.proto.datasets)
+                 if "shift" in frame.columns)  # the sweep chart's rows (its other layers draw the rule)
+    got = drawn[drawn["model"] == app.session_state["_slots"][0].title].sort_values("layer")
+    assert got["layer"].tolist() == expected["layer"].tolist()
+    np.testing.assert_allclose(got[["shift", "kl"]].to_numpy(float), expected[["shift", "kl"]].to_numpy(float),
+                               atol=1e-5)

@@ -6,11 +6,12 @@ import streamlit as st
 
 import export
 import intervene_ui
+import steering_data
 import ui
 from charts.steering import PICK, sweep_chart
-from core.text.chat import model_text
+from core import ModelLoadError
 from core.intervene.generation import Steer
-from core.intervene.steering import PRESETS, check_steer, directions_from_traces, layer_sweep
+from core.intervene.steering import PRESETS, check_steer, layer_sweep
 
 PREFIX = "st"
 DEPTH_KEY, STRENGTH_KEY = f"{PREFIX}_depth", f"{PREFIX}_strength"
@@ -92,12 +93,7 @@ def layer_of(lm) -> int:
     return min(lm.num_layers - 1, int(round(depth * lm.num_layers)))
 
 
-def directions(slot, chat: bool) -> np.ndarray:
-    """Direction of every layer, from the cached traces of both lists (one forward pass per prompt): (layers, hidden)."""
-    def traces(prompts):
-        return [ui.cached_trace(slot.key, model_text(slot.lm, p, chat)) for p in prompts]
-
-    return directions_from_traces(traces(positive), traces(negative))
+data = steering_data.PageData(positive, negative)  # each model's directions: a remote model's in one job
 
 
 # ---------------------------------------------------------------- steered vs unsteered, both models
@@ -112,23 +108,15 @@ def render(slot) -> None:
     st.session_state.setdefault(chat_key, st.query_params.get(chat_key, "1" if default["chat"] else "0") == "1")
     chat = chats[slot.label] = intervene_ui.chat_toggle(slot, PREFIX)
     layer = layer_of(slot.lm)
-    direction = directions(slot, chat)[layer]
-    for prompt in [*positive, *negative]:  # the traces behind the direction are cached: this only reads them
-        ui.truncation_note(slot, ui.cached_trace(slot.key, model_text(slot.lm, prompt, chat)))
+    direction = data.directions(slot, chat)[layer]
+    data.truncation_notes(slot, chat)
     check_steer(slot.lm, direction, strength)
     st.caption(f"Layer {layer} of {slot.lm.num_layers} · direction length {np.linalg.norm(direction):.2f} · "
                f"adding {strength:g} × direction at every position")
     settings = intervene_ui.GenerationSettings(max_new_tokens, 0.0, 1.0, 0)
-    plain, steered = st.columns(2)
-    for box, prefix, steer, title in ((plain, f"{PREFIX}_plain", None, "Unsteered"),
-                                      (steered, f"{PREFIX}_steered", Steer(layer, direction, strength),
-                                       f"Steered ({strength:+g} at layer {layer})")):
-        with box:
-            st.markdown(f"**{title}**")
-            if generate_clicked:
-                intervene_ui.stream_generation(slot, prefix, test_prompt, chat, settings, steer=steer)
-            else:
-                intervene_ui.show_generation(slot, prefix, test_prompt, chat, settings)
+    intervene_ui.steered_side_by_side(slot, (f"{PREFIX}_plain", f"{PREFIX}_steered"),
+                                      ("Unsteered", f"Steered ({strength:+g} at layer {layer})"), test_prompt, chat,
+                                      settings, Steer(layer, direction, strength), run=generate_clicked)
     intervene_ui.model_text(slot, test_prompt, chat)
 
 
@@ -163,16 +151,16 @@ if run_sweep:
     cancel.button("Cancel", key=f"{PREFIX}_cancel", help="Stops the sweep (models already done are kept).")
     sweeps = st.session_state.setdefault(SWEEPS, {})
     for slot in ui.current_slots():
-        if slot.lm is None or not slot.lm.has_weights:
+        if slot.lm is None or not (slot.lm.has_weights or ui.remote_of(slot.lm) is not None):
             continue
         bar = st.progress(0.0, text=f"{slot.title}: steering every layer…")
         try:
             chat = chats.get(slot.label, False)
-            table = layer_sweep(slot.lm, directions(slot, chat), held_out, strength, words_1, words_2, chat=chat,
+            table = layer_sweep(slot.lm, data.directions(slot, chat), held_out, strength, words_1, words_2, chat=chat,
                                 on_progress=lambda done, total, bar=bar, slot=slot: bar.progress(
                                     done / total, text=f"{slot.title}: {done} of {total} batches"))
             sweeps[slot.label] = (inputs, table.assign(model=slot.title))
-        except ValueError as error:
+        except (ValueError, ModelLoadError) as error:  # a remote model's failed job too (RemoteError)
             st.error(f"{slot.title}: {error}")
         bar.empty()
     cancel.empty()
