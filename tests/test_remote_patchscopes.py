@@ -143,3 +143,23 @@ def test_page_shows_the_simulated_models_sweep(tiny_folders, jobs, tmp_path):
     shown = [frame.value for frame in app.dataframe if "answer" in frame.value.columns]
     expected = patchscope(local, SOURCE, word_position(trace, "Wales"), IDENTITY_PROMPT, max_new_tokens=5)
     assert shown[0]["text"].tolist() == expected["text"].tolist()
+
+
+def test_a_model_on_the_meta_device_sends_the_sweep_through_nnsights_client(tiny_folders, jobs):
+    """remote=URL: the sweep's request is built on the meta device and sent by nnsight's real client to a fake
+    NDIF on 127.0.0.1 (the live NDIF cannot be reached from here); its canned ids become the table, row by row."""
+    from tests.fake_ndif import FakeNDIF
+    from tests.test_page_remote import KEY, REPO
+
+    meta = load_model(str(tiny_folders["llama"]), weights=False)
+    eos = meta.model.generation_config.eos_token_id
+    canned = [torch.tensor([[5, 9, 2], [7, eos, 4], [3, 8, 6]])]  # (rows, new): one batch, one row per layer
+    with FakeNDIF(["complete"], result={"result": canned}, hosted=(REPO,), keys=(KEY,), max_requests=20) as server:
+        lm = remote_model(meta, server.url, key=KEY, repo_id=REPO)
+        assert lm.device == "meta" and not lm.has_weights
+        table = patchscope(lm, SOURCE, 3, TARGET, max_new_tokens=3)
+    assert len(jobs) == 1 and jobs[0].stats.outcome == "completed" and len(server.model_keys) == 1
+    assert table["layer"].tolist() == [0, 1, 2]
+    rows = [(5, 9, 2), (7, eos), (3, 8, 6)]  # the second row cut after its EOS, with the local generation config
+    assert table["token_ids"].tolist() == rows
+    assert table["text"].tolist() == [meta.tokenizer.decode(list(row), skip_special_tokens=True) for row in rows]
