@@ -178,3 +178,32 @@ def test_page_shows_the_simulated_models_steering(folders, jobs, monkeypatch):
     assert got["layer"].tolist() == expected["layer"].tolist()
     np.testing.assert_allclose(got[["shift", "kl"]].to_numpy(float), expected[["shift", "kl"]].to_numpy(float),
                                atol=1e-5)
+
+
+@pytest.mark.app
+@pytest.mark.embedded
+def test_a_failed_direction_job_is_a_message_in_its_column(folders, monkeypatch):
+    """A remote model whose job fails: its message in A's column, asked once in the run; B still draws its caption."""
+    import streamlit as st
+
+    import core.remote.steering as remote_steering
+    from core.remote.errors import RemoteError
+    from tests.apptest import assert_clean, run_page
+
+    import ui
+
+    asked = []
+
+    def failing(*args, **kwargs):
+        asked.append(args)
+        raise RemoteError("NDIF is down (test)")
+
+    st.cache_data.clear()
+    page_slots = ui.page_slots
+    monkeypatch.setattr(ui, "page_slots", lambda slots, runs_remote: page_slots(slots, runs_remote=True))
+    monkeypatch.setattr(remote_steering, "remote_directions", failing)
+    app = run_page("views/intervene/steering.py",
+                   query={"a": str(folders["llama"]), "place_a": "remote", "ndif_a": "local", "st_tokens": "3"})
+    assert_clean(app)
+    assert [e.value for e in app.error] == ["NDIF is down (test)"] and len(asked) == 1
+    assert sum(c.value.startswith("Layer ") for c in app.caption) == 1  # model B's column

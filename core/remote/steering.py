@@ -4,12 +4,12 @@ What runs there is what runs here (core.intervene.steering), from one descriptio
 core.intervene.steer_reduce (torch only, shipped with each request by nnsight.register):
 - directions: one trace per prompt (no padding), capturing hidden_states[l] at the last token as
   the input of block l (l < L, core.remote.lens.lens_envoys); steer_reduce.mean_difference runs
-  in the session, after the traces, and only (layers asked, H) float32 comes back: 8,257,629
-  bytes for every layer of Llama-3.1-405B (tests/test_remote_steering.py), 66 kB for one.
+  in the session, after the traces, and only (layers asked, H) float32 comes back: 8,259,113
+  bytes for every layer of Llama-3.1-405B (tests/test_remote_steering.py), 67,113 for one.
 - the sweep: for each held-out prompt, the batches the local path runs (row 0 unsteered, row
   1 + i steered at its own layer with steer_reduce.add_rows at that block's input), each reduced
   in the session by steer_reduce.sweep_scores; only the (prompts, layers) shifts, KLs and top ids
-  come back (6 kB for 405B's 126 layers and 3 prompts); the mean over prompts is taken here.
+  come back (19,055 bytes for 405B's 126 layers and 3 prompts); the mean over prompts is taken here.
 - continuations: nn.generate (transformers' own greedy generate) of the same batches with the
   steer added at every step (tracer.all()); only the new ids come back. `remote_pair` generates
   a prompt unsteered and steered in one session: the page's Generate button is one job.
