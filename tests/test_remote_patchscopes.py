@@ -19,8 +19,8 @@ import torch
 
 import core.intervene.patchscopes as patchscopes
 from core import load_model, run_trace
-from core.intervene.patchscopes import (IDENTITY_PROMPT, generate_rows, patchscope, patchscope_from_trace, target_tokens,
-                                        word_position)
+from core.intervene.patchscopes import (IDENTITY_PROMPT, generate_rows, patchscope, patchscope_from_trace,
+                                        target_tokens, word_position)
 from core.remote.budget import LECTURE_TOKENS, PAGE_BUDGET, llama_405b_config, meta_model
 from core.remote.jobs import result_bytes
 from core.remote.model import remote_model

@@ -15,6 +15,8 @@ embedding output; 0 <= l < number of layers. Replacing
 hidden_states[t] at one position is a forward pre-hook on layers[t]
 (core/model/hooks.py), active on the target prompt's forward pass only; the
 generated tokens then read the patched prompt through the key/value cache.
+The edit is core/intervene/patch_reduce.py's, the one a remote model's job makes
+where it runs (core.remote.patchscopes: the whole sweep as one job, same checks and rows).
 
 A sweep over source layers reads every layer's source state from one trace
 (`run_trace`, or the page's cached trace) and runs the target once for all
@@ -245,7 +247,7 @@ def patchscope_from_trace(lm: LoadedModel, source: Trace, source_position: int, 
 
 
 def checked_sweep(lm: LoadedModel, length: int, source_position, target_prompt: str, layers, target_layer,
-                  placeholder: str, max_new_tokens, chat: bool) -> tuple[list[int], int | None, int, int, list[int], int]:
+                  placeholder: str, max_new_tokens, chat: bool) -> tuple[list[int], int | None, int, int, list, int]:
     """The checked settings of a sweep over a `length`-token source: (layers, target layer, new tokens,
     source position in 0 … length - 1, the target's token ids, the placeholder's position); local and remote."""
     layers = list(range(lm.num_layers)) if layers is None else [check_layer(lm, l) for l in layers]

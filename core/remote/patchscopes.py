@@ -27,8 +27,8 @@ import warnings
 import torch
 
 import core.intervene.patch_reduce as shared
-import core.intervene.sampling as sampling
 import core.intervene.patchscopes as local
+import core.intervene.sampling as sampling
 from core.remote.jobs import result_bytes, shipping
 from core.remote.lens import lens_envoys, prompt_ids
 from core.remote.model import RemoteLoadedModel
