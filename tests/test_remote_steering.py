@@ -207,3 +207,37 @@ def test_a_failed_direction_job_is_a_message_in_its_column(folders, monkeypatch)
     assert_clean(app)
     assert [e.value for e in app.error] == ["NDIF is down (test)"] and len(asked) == 1
     assert sum(c.value.startswith("Layer ") for c in app.caption) == 1  # model B's column
+
+
+def test_a_model_on_the_meta_device_steers_through_nnsights_client(folders, jobs):
+    """remote=URL: each request (a direction, the sweep, the pair of continuations) is built on the meta device
+    and sent by nnsight's real client to a fake NDIF on 127.0.0.1 (the live NDIF cannot be reached from here);
+    its canned answer becomes the vector, the table and the texts."""
+    from tests.fake_ndif import FakeNDIF
+    from tests.test_page_remote import KEY, REPO
+
+    meta = load_model(str(folders["llama"]), weights=False)
+    hidden, count = meta.hidden_size, meta.num_layers
+    vector = torch.arange(hidden, dtype=torch.float32)[None]  # (1, H)
+    scores = [[{"shift": torch.tensor([0.5, -1.0, 2.0]), "kl": torch.tensor([0.1, 0.2, 0.3]),
+                "top": torch.tensor([4, 5, 6]), "finite": torch.tensor(True)}] for _ in HELD_OUT]
+    pair = [torch.tensor([5, 9]), torch.tensor([7, 3])]
+    answers = []
+    for canned in (vector, scores, pair):
+        with FakeNDIF(["complete"], result={"result": canned}, hosted=(REPO,), keys=(KEY,)) as server:
+            lm = remote_model(meta, server.url, key=KEY, repo_id=REPO)
+            assert lm.device == "meta" and not lm.has_weights
+            if canned is vector:
+                answers.append(steering_vector(lm, POSITIVE, NEGATIVE, 1))
+            elif canned is scores:
+                answers.append(layer_sweep(lm, np.ones((count, hidden), np.float32), HELD_OUT, 2.0, *WORDS))
+            else:
+                answers.append(with_and_without(lm, HELD_OUT[0], Steer(1, np.ones(hidden, np.float32), 2.0),
+                                                max_new_tokens=2))
+            assert len(server.model_keys) == 1
+    assert len(jobs) == 3 and all(job.stats.outcome == "completed" for job in jobs)
+    np.testing.assert_array_equal(answers[0], vector[0].numpy())
+    assert answers[1]["shift"].tolist() == [0.5, -1.0, 2.0] and answers[1]["layer"].tolist() == list(range(count))
+    np.testing.assert_allclose(answers[1]["kl"], [0.1, 0.2, 0.3], rtol=1e-6)
+    assert [made.token_ids for made in answers[2]] == [(5, 9), (7, 3)]
+    assert answers[2][1].text == meta.tokenizer.decode([7, 3], skip_special_tokens=True)
