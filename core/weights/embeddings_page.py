@@ -22,8 +22,6 @@ from core.text.tokens import display_token
 from core.weights.embeddings import (MAX_K, _is_remote, _neighbour_frame, _query_ids, arithmetic, nearest_tokens,
                                      project_words, projection_frame, query_tokens, word_pairs)
 
-PARTS = ("neighbours", "arithmetic", "projection")
-
 
 @dataclass(frozen=True, eq=False)
 class EmbeddingsPage:
