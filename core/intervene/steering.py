@@ -44,7 +44,7 @@ from core.model.hooks import Edit, check_layer, edited_residual
 from core.model.loaded import LoadedModel
 from core.text.tokens import display_token, require_tokenizer
 from core.intervene.generation import Generation, Steer, generate
-from core.intervene.patchscopes import MAX_ROWS, generate_rows, require_weights
+from core.intervene.patchscopes import MAX_ROWS, cut_at_eos, generate_rows, require_weights
 from core.running.trace import MAX_TRACE_TOKENS, Trace, last_logits_only, run_trace
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -288,7 +288,7 @@ def steered_continuations(lm: LoadedModel, directions: np.ndarray, prompt: str, 
 
         found = remote_continuations(lm, ids, _remote_batches(chunks, deltas, first_row=0),
                                      max_new_tokens=max_new_tokens, pad=pad_id(lm))
-        made = [[_until_eos(lm, row) for row in new.tolist()] for new in found]
+        made = [cut_at_eos(lm, new.tolist()) for new in found]
     else:
         made = []
         for start, chunk in chunks:
@@ -304,18 +304,6 @@ def steered_continuations(lm: LoadedModel, directions: np.ndarray, prompt: str, 
     if _is_remote(lm) and on_progress is not None:  # the job's result arrives whole
         on_progress(len(layers), len(layers))
     return pd.DataFrame(rows, columns=["layer", "relative_depth", "text", "token_ids"])
-
-
-def _until_eos(lm: LoadedModel, row: list[int]) -> tuple[int, ...]:
-    """A generated row cut after its first EOS (generate pads a row that finished early), as generate_rows cuts."""
-    eos = lm.model.generation_config.eos_token_id
-    eos = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
-    kept = []
-    for token in row:
-        kept.append(int(token))
-        if token in eos:
-            break
-    return tuple(kept)
 
 
 def with_and_without(lm: LoadedModel, prompt: str, steer: Steer, *, max_new_tokens: int = 20,
