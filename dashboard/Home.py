@@ -59,8 +59,8 @@ RUNS_REMOTE = {  # pages that work with a model on NDIF (one line each)
     "views/intervene/next_token.py",
     "views/intervene/patchscopes.py",
     "views/intervene/steering.py",
-    # "views/cause/activation_patching.py",
-    # "views/cause/input_tokens.py",
+    "views/cause/activation_patching.py",
+    "views/cause/input_tokens.py",
     # "views/cause/block_writes.py",
 }
 # every other page shows a model on NDIF as a plain note in its column (ui.page_slots)

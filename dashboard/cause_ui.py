@@ -1,22 +1,47 @@
-"""Inputs and messages shared by the Cause pages (activation patching, input tokens, block writes)."""
+"""Inputs, messages and data shared by the Cause pages (activation patching, input tokens, block writes).
+
+A remote model (core.remote: NDIF, a self-hosted NDIF, nnsight's simulation) runs each analysis as ONE
+job (core.remote.cause); its results are cached on plain values (`ui.ModelKey` and the page's inputs),
+and a failed job, which st.cache_data does not keep, is kept for the run (`Asked`) so every view of it
+shows the same message in that model's column and the job is not sent again by the next view.
+The gradient modes need a backward pass, which a remote model does not run: the pages say so and show
+the exact mode instead.
+"""
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 import ui
+from core import activation_patching, block_contributions, block_token_effects, token_attribution, what_blocks_read
+
+REMOTE_GRADIENT = ("Model {label} runs remotely: {method} needs a backward pass through the model, which the "
+                   "dashboard does not yet run on NDIF. Shown instead: {exact}, which runs there as one job.")
+
+
+def is_remote(slot: ui.Slot) -> bool:
+    return ui.remote_of(slot.lm) is not None
 
 
 def ready_slots() -> list[ui.Slot]:
     """The slots that can run text; for the others, a warning that says why they are not shown."""
     ready = []
     for slot in ui.current_slots():
-        if slot.lm is None or not slot.lm.has_weights:
+        if slot.lm is None or not (slot.lm.has_weights or is_remote(slot)):
             st.warning(f"Model {slot.label} ({slot.key.source}) is not shown: "
                        + (slot.error or "it is loaded from its config only (turn on 'Load the weights')."))
         else:
             ready.append(slot)
     return ready
+
+
+def runnable(slot: ui.Slot, methods: list[str], gradient: str, exact: str, names: dict[str, str]) -> list[str]:
+    """The methods this model runs: a remote model drops the gradient one (saying so) and runs the exact one."""
+    if not is_remote(slot) or gradient not in methods:
+        return methods
+    st.info(REMOTE_GRADIENT.format(label=slot.label, method=names[gradient], exact=names[exact]))
+    return [exact]
 
 
 def notes(attrs: dict) -> None:
@@ -28,3 +53,42 @@ def notes(attrs: dict) -> None:
 def optional(text: str) -> str | None:
     """An optional answer / target box: None when left empty (the model's own top token is used)."""
     return text if text.strip() else None
+
+
+@st.cache_data(max_entries=64, show_spinner="Patching every layer and token…")
+def patching(key: ui.ModelKey, clean: str, corrupted: str, answer, foil, site: str, method: str) -> pd.DataFrame:
+    return activation_patching(ui.cached_model(key), clean, corrupted, answer=answer, foil=foil, site=site,
+                               method=method)
+
+
+@st.cache_data(max_entries=64, show_spinner="Scoring every input token…")
+def attribution(key: ui.ModelKey, prompt: str, target, method: str) -> pd.DataFrame:
+    return token_attribution(ui.cached_model(key), prompt, target=target, method=method)
+
+
+@st.cache_data(max_entries=64, show_spinner="Taking the residual stream apart…")
+def contributions(key: ui.ModelKey, prompt: str, target) -> pd.DataFrame:
+    return block_contributions(ui.cached_model(key), prompt, target=target)
+
+
+@st.cache_data(max_entries=64, show_spinner="Finding the tokens each block pushes…")
+def token_effects(key: ui.ModelKey, prompt: str, k: int) -> pd.DataFrame:
+    return block_token_effects(ui.cached_model(key), prompt, k=k)
+
+
+@st.cache_data(max_entries=64, show_spinner="Running both prompts three times…")
+def reads(key: ui.ModelKey, original: str, changed: str) -> pd.DataFrame:
+    return what_blocks_read(ui.cached_model(key), original, changed)
+
+
+class Asked:
+    """This run's answers of the cached functions above: a failure is kept for the run (sent once, shown alike)."""
+
+    def __init__(self):
+        self._kept: dict = {}
+
+    def __call__(self, ask, key: ui.ModelKey, *args):
+        name = (ask.__name__, key, args)
+        if name not in self._kept:
+            self._kept[name] = ui.attempt(lambda: ask(key, *args))
+        return ui.outcome(self._kept[name])

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+import core.cause.cause_reduce as shared
 from core.cause.inputs import encoded_prompt, first_token, ids_tensor, last_logits
 from core.model.hooks import hooked
 from core.model.loaded import LoadedModel
@@ -38,13 +39,7 @@ def _zero_rows(first_row: int, positions: list[int]):
     """hidden_states[0][first_row + i, positions[i]] = 0 for every i."""
     rows = torch.arange(first_row, first_row + len(positions))
     columns = torch.tensor(positions)
-
-    def edit(hidden: torch.Tensor) -> torch.Tensor:  # (batch, T, hidden)
-        hidden = hidden.clone()
-        hidden[rows, columns] = 0
-        return hidden
-
-    return edit
+    return lambda hidden: shared.zero_rows(hidden, rows, columns)  # (batch, T, hidden)
 
 
 def _occlusion(lm: LoadedModel, ids: list[int], target_id: int) -> tuple[np.ndarray, float]:
@@ -54,7 +49,7 @@ def _occlusion(lm: LoadedModel, ids: list[int], target_id: int) -> tuple[np.ndar
         chunk = positions[start:start + ROWS_PER_FORWARD]
         batch = ids_tensor(lm, [ids] * (len(chunk) + 1))  # row 0: the real run
         with hooked(lm, inputs={lm.parts.layers[0]: _zero_rows(1, chunk)}), torch.inference_mode():
-            logprob = torch.log_softmax(last_logits(lm, batch), -1)[:, target_id].double().cpu()
+            logprob = shared.target_logprob(last_logits(lm, batch), target_id).cpu()  # (batch,)
         base = float(logprob[0]) if base is None else base
         drops[start:start + len(chunk)] = (logprob[0] - logprob[1:]).numpy()
     return drops, base
@@ -75,6 +70,24 @@ def _grad_x_input(lm: LoadedModel, ids: list[int], target_id: int) -> tuple[np.n
     return scores.double().cpu().numpy(), float(logprob.detach())
 
 
+def _remote_occlusion(lm: LoadedModel, ids: list[int], target: str | None, method: str):
+    """Occlusion of a remote model as one job (core.remote.cause): the same rows, edit and log-probabilities."""
+    from core.remote.cause import GRADIENT_NOTE, occlusion_job
+
+    if method != "occlusion":
+        raise ValueError(GRADIENT_NOTE.format(method="Gradient × input", exact="occlusion"))
+    notes: list[str] = []
+    target_id = None
+    if target is not None:
+        target_id, note = first_token(lm, target, "target")
+        notes += [note] if note else []
+    got = occlusion_job(lm, ids, target_id, ROWS_PER_FORWARD)
+    if target_id is None:
+        target_id = int(got["target"])
+        notes.append(f"The target is {lm.name}'s own top next token, {display_token(lm, target_id)!r}.")
+    return got["scores"], float(got["logprob"]), target_id, notes
+
+
 def token_attribution(lm: LoadedModel, prompt: str, *, target: str | None = None,
                       method: str = "occlusion") -> pd.DataFrame:
     """One score per input token for the prediction of `target` at the last position, in nats.
@@ -88,8 +101,11 @@ def token_attribution(lm: LoadedModel, prompt: str, *, target: str | None = None
     if method not in ATTRIBUTION_METHODS:
         raise ValueError(f"Unknown method {method!r}: choose 'occlusion' or 'grad_x_input'.")
     ids, offsets = encoded_prompt(lm, prompt)
-    target_id, notes = _target(lm, ids, target)
-    scores, logprob = (_occlusion if method == "occlusion" else _grad_x_input)(lm, ids, target_id)
+    if getattr(lm, "remote", None) is not None:
+        scores, logprob, target_id, notes = _remote_occlusion(lm, ids, target, method)
+    else:
+        target_id, notes = _target(lm, ids, target)
+        scores, logprob = (_occlusion if method == "occlusion" else _grad_x_input)(lm, ids, target_id)
     spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
     table = pd.DataFrame({"position": np.arange(len(ids)), "token": [display_token(lm, i) for i in ids],
                           "start": spans[:, 0], "end": spans[:, 1], "score": scores})

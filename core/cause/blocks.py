@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+import core.cause.block_reduce as shared
 from core.cause.inputs import by_position, encoded_prompt, first_token, ids_tensor, last_logits
 from core.model.errors import UnsupportedArchitecture, whole_number
 from core.model.hooks import hooked
@@ -54,6 +55,7 @@ class BlockWrites:
     names: tuple[tuple[int, str], ...]  # (layer, block) of each part: ("embed" at 0, then attn/mlp per layer)
     parts: np.ndarray  # (parts, T, hidden) float64: what each part added, Granite's residual multiplier in it
     final_input: np.ndarray  # (T, hidden) float64: the final norm's input in the real run
+    final_output: np.ndarray  # (hidden,) float64: the final norm's output at the last position
     last_logits: np.ndarray  # (vocab,) float32: the model's own logits at the last position
 
 
@@ -63,8 +65,8 @@ def block_writes(lm: LoadedModel, prompt: str) -> BlockWrites:
     parts = lm.parts
     ids, _ = encoded_prompt(lm, prompt)
     subs = [parts.sub_blocks(layer) for layer in range(parts.num_layers)]
-    kept: dict[str, list[torch.Tensor]] = {"embed": [], "final": []}
-    outputs = {}
+    kept: dict[str, list[torch.Tensor]] = {"embed": [], "final": [], "normed": []}
+    outputs = {parts.final_norm: _keeper(kept["normed"])}
     for layer, sub in enumerate(subs):
         for block, module in (("attn", sub.attn_writes), ("mlp", sub.mlp_writes)):
             kept[f"{block}{layer}"] = []
@@ -77,7 +79,9 @@ def block_writes(lm: LoadedModel, prompt: str) -> BlockWrites:
     return BlockWrites(
         token_ids=np.asarray(ids), tokens=tuple(display_token(lm, i) for i in ids), names=tuple(names),
         parts=torch.stack([by_position(t, len(ids))[0].double().cpu() for t in stacked]).numpy(),  # (parts, T, H)
-        final_input=by_position(kept["final"][0], len(ids))[0].double().cpu().numpy(), last_logits=logits.cpu().numpy())
+        final_input=by_position(kept["final"][0], len(ids))[0].double().cpu().numpy(),
+        final_output=by_position(kept["normed"][0], len(ids))[0, -1].double().cpu().numpy(),
+        last_logits=logits.cpu().numpy())
 
 
 def _keeper(kept: list):
@@ -102,9 +106,8 @@ class FrozenNorm:
     scale: float  # sqrt(mean(x²) + eps), or sqrt(var(x) + eps), of the real run's last position
 
     def apply(self, x: np.ndarray) -> np.ndarray:  # (..., H) -> (..., H), without the bias
-        if self.centred:
-            x = x - x.mean(-1, keepdims=True)
-        return x * self.weight / self.scale
+        return shared.frozen_apply(torch.from_numpy(x), torch.from_numpy(self.weight), self.centred,
+                                   torch.tensor(self.scale, dtype=torch.float64)).numpy()
 
 
 def _eps(norm: torch.nn.Module) -> float:
@@ -115,48 +118,51 @@ def _eps(norm: torch.nn.Module) -> float:
     return 1e-5
 
 
-def frozen_final_norm(lm: LoadedModel, x_last: np.ndarray) -> FrozenNorm:
-    """The final norm as a linear map at the real run's last position (`x_last`, (H,))."""
+def frozen_final_norm(lm: LoadedModel, x_last: np.ndarray, y_last: np.ndarray) -> FrozenNorm:
+    """The final norm as a linear map at the real run's last position (its input `x_last` and output `y_last`, (H,))."""
     norm = lm.parts.final_norm
     centred = lm.parts.layout.norm != "RMSNorm"
     eps = _eps(norm)
     # parameter_value: the real numbers also where accelerate offloaded the norm (meta on the module)
     weight = parameter_value(norm) if getattr(norm, "weight", None) is not None else None
-    raw = np.ones(x_last.shape[-1]) if weight is None else weight.double().cpu().numpy()
-    bias = parameter_value(norm, "bias").double().cpu().numpy() if getattr(norm, "bias", None) is not None else None
-    # Which weight does the module really multiply by: w, or 1 + w (Gemma)? Probe it with ±1 entries (mean 0,
-    # mean square 1), whose exact output is u / sqrt(1 + eps) * weight + bias.
-    probe = torch.ones(x_last.shape[-1], dtype=torch.float64)
-    probe[1::2] = -1
-    dtype = weight.dtype if weight is not None else torch.float32
-    with torch.inference_mode():
-        seen = norm(probe.to(device=execution_device(norm), dtype=dtype)[None, None])[0, 0].double().cpu().numpy()
-    seen = (seen - (bias if bias is not None else 0)) * probe.numpy() * np.sqrt(1 + eps)
-    effective = min((raw, 1 + raw), key=lambda w: np.abs(seen - w).max())
-    centre = x_last - x_last.mean() if centred else x_last
-    return FrozenNorm(weight=effective, bias=bias, centred=centred, scale=float(np.sqrt((centre ** 2).mean() + eps)))
+    bias = parameter_value(norm, "bias") if getattr(norm, "bias", None) is not None else None
+    x, y = torch.from_numpy(x_last), torch.from_numpy(y_last)
+    scale = shared.frozen_scale(x, centred, eps)
+    effective = shared.effective_weight(None if weight is None else weight.cpu(), x, y,
+                                        None if bias is None else bias.cpu(), centred, scale)
+    return FrozenNorm(weight=effective.numpy(), bias=None if bias is None else bias.double().cpu().numpy(),
+                      centred=centred, scale=float(scale))
+
+
+def _project_out(lm: LoadedModel) -> torch.Tensor | None:
+    project_out = lm.parts.project_out
+    return None if project_out is None else parameter_value(project_out).cpu()
 
 
 def _head_rows(lm: LoadedModel, token_ids) -> np.ndarray:
     """(len(token_ids), H) float64: the rows of head × project_out × logit multiplier for these tokens."""
-    parts = lm.parts
-    rows = parameter_value(parts.lm_head)[list(token_ids)].double().cpu()  # (n, H')
-    if parts.project_out is not None:  # OPT: hidden -> word-vector width, no bias
-        rows = rows @ parameter_value(parts.project_out).double().cpu()
-    return rows.numpy() * (parts.layout.logit_multiplier or 1.0)
+    return shared.head_rows(parameter_value(lm.parts.lm_head).cpu(), list(token_ids), _project_out(lm),
+                            lm.parts.layout.logit_multiplier or 1.0).numpy()
 
 
 def _bias_term(lm: LoadedModel, frozen: FrozenNorm, target_id: int) -> float | None:
     head = lm.parts.lm_head
-    head_bias = parameter_value(head, "bias") if getattr(head, "bias", None) is not None else None
+    head_bias = parameter_value(head, "bias").cpu() if getattr(head, "bias", None) is not None else None
     if frozen.bias is None and head_bias is None:
         return None
-    value = 0.0
-    if frozen.bias is not None:
-        value += float(_head_rows(lm, [target_id])[0] @ frozen.bias)
-    if head_bias is not None:
-        value += float(head_bias[target_id]) * (lm.parts.layout.logit_multiplier or 1.0)
-    return value
+    direction = torch.from_numpy(_head_rows(lm, [target_id])[0])
+    return float(shared.bias_term(direction, None if frozen.bias is None else torch.from_numpy(frozen.bias),
+                                  head_bias, target_id, lm.parts.layout.logit_multiplier or 1.0))
+
+
+def effect_rows(lm: LoadedModel, names, top: dict[str, np.ndarray]) -> list[tuple]:
+    """block_token_effects's rows from top_effects's (parts, k) ids and effects."""
+    rows = []
+    for part, (layer, name) in enumerate(names):
+        for direction, ids, values in (("promotes", top["up_ids"], top["up"]), ("suppresses", top["down_ids"], top["down"])):
+            for rank, (token_id, value) in enumerate(zip(ids[part], values[part]), start=1):
+                rows.append((layer, name, direction, rank, int(token_id), display_token(lm, int(token_id)), float(value)))
+    return rows
 
 
 # ---------------------------------------------------------------- the public functions
@@ -171,38 +177,69 @@ def block_contributions(lm: LoadedModel, prompt: str, *, target: str | None = No
     model's own logit for the target before any soft-capping (attrs["logit"]). `target`: a string meaning
     its first token; default the model's own top next token. attrs: model, target, target_id, logit, notes.
     """
-    writes = block_writes(lm, prompt)
     notes = [FROZEN_NOTE]
-    if target is None:
-        target_id = int(writes.last_logits.argmax())
-        notes.append(f"The target is {lm.name}'s own top next token, {display_token(lm, target_id)!r}.")
-    else:
+    target_id = None
+    if target is not None:
         target_id, note = first_token(lm, target, "target")
         notes += [note] if note else []
-    frozen = frozen_final_norm(lm, writes.final_input[-1])
-    direction = _head_rows(lm, [target_id])[0]  # (H,)
-    effects = frozen.apply(writes.parts[:, -1]) @ direction  # (parts,)
-    sizes = np.linalg.norm(writes.parts, axis=-1)  # (parts, T)
-    T = len(writes.tokens)
+    if getattr(lm, "remote", None) is not None:
+        names, tokens, got = _remote_blocks(lm, prompt, target_id)
+        sizes, effects, logit = got["norm"], got["logit_effect"], float(got["logit"])
+        bias = float(got["bias"]) if _has_bias(lm) else None
+        target_id = int(got["target"]) if target_id is None else target_id
+    else:
+        writes = block_writes(lm, prompt)
+        names, tokens = writes.names, writes.tokens
+        target_id = int(writes.last_logits.argmax()) if target_id is None else target_id
+        frozen = frozen_final_norm(lm, writes.final_input[-1], writes.final_output)
+        direction = torch.from_numpy(_head_rows(lm, [target_id])[0])  # (H,)
+        numbers = shared.block_numbers(torch.from_numpy(writes.parts),
+                                       torch.from_numpy(frozen.apply(writes.parts[:, -1])), direction)
+        effects, sizes = numbers["logit_effect"].numpy(), numbers["norm"].numpy()  # (parts,), (parts, T)
+        bias = _bias_term(lm, frozen, target_id)
+        logit = _own_logit(lm, writes.final_input[-1:], target_id)
+    if target is None:
+        notes.append(f"The target is {lm.name}'s own top next token, {display_token(lm, target_id)!r}.")
+    T = len(tokens)
     rows = []
-    for (layer, block), size, effect in zip(writes.names, sizes, effects):
+    for (layer, block), size, effect in zip(names, sizes, effects):
         for position in range(T):
-            rows.append((layer, block, position, writes.tokens[position], size[position],
+            rows.append((layer, block, position, tokens[position], size[position],
                          effect if position == T - 1 else np.nan))
-    bias = _bias_term(lm, frozen, target_id)
     if bias is not None:
-        rows.append((lm.num_layers, "bias", T - 1, writes.tokens[-1], np.nan, bias))
+        rows.append((lm.num_layers, "bias", T - 1, tokens[-1], np.nan, bias))
     table = pd.DataFrame(rows, columns=["layer", "block", "position", "token", "norm", "logit_effect"])
-    # The model's own pre-soft-cap logit: its final norm and head on the real run's stream.
-    with torch.inference_mode():
-        head = lm.parts.lm_head
-        x = torch.from_numpy(writes.final_input[-1:]).to(device=execution_device(lm.parts.final_norm),
-                                                          dtype=parameter_value(head).dtype)
-        logit = head(lm.parts.finish(x[None]))[0, 0, target_id].double()
-    logit = float(logit) * (lm.parts.layout.logit_multiplier or 1.0)
     table.attrs.update(model=lm.name, target=display_token(lm, target_id), target_id=target_id, logit=logit,
                        notes=notes, num_layers=lm.num_layers)
     return table
+
+
+def _own_logit(lm: LoadedModel, x_last: np.ndarray, target_id: int) -> float:
+    """The model's own pre-soft-cap logit: its final norm and head on the real run's stream (x_last (1, H))."""
+    with torch.inference_mode():
+        head = lm.parts.lm_head
+        x = torch.from_numpy(x_last).to(device=execution_device(lm.parts.final_norm), dtype=parameter_value(head).dtype)
+        logit = head(lm.parts.finish(x[None]))[0, 0, target_id].double()
+    return float(logit) * (lm.parts.layout.logit_multiplier or 1.0)
+
+
+def _has_bias(lm: LoadedModel) -> bool:
+    parts = lm.parts
+    return getattr(parts.final_norm, "bias", None) is not None or getattr(parts.lm_head, "bias", None) is not None
+
+
+def _names(lm: LoadedModel) -> tuple[tuple[int, str], ...]:
+    return ((0, "embed"),) + tuple((layer, block) for layer in range(lm.num_layers) for block in ("attn", "mlp"))
+
+
+def _remote_blocks(lm: LoadedModel, prompt: str, target_id: int | None, k: int | None = None):
+    """A remote model's run taken apart as one job (core.remote.cause_blocks): (part names, tokens, its numbers)."""
+    from core.remote.cause_blocks import blocks_job
+
+    _require_sum(lm)
+    ids, _ = encoded_prompt(lm, prompt)
+    got = blocks_job(lm, ids, target_id, eps=_eps(lm.parts.final_norm), k=k, chunk=VOCAB_CHUNK)
+    return _names(lm), tuple(display_token(lm, i) for i in ids), got
 
 
 def block_token_effects(lm: LoadedModel, prompt: str, *, k: int = 10) -> pd.DataFrame:
@@ -214,27 +251,17 @@ def block_token_effects(lm: LoadedModel, prompt: str, *, k: int = 10) -> pd.Data
     k = whole_number(k)
     if k is None or k < 1:
         raise ValueError("k must be a whole number of at least 1.")
-    writes = block_writes(lm, prompt)
-    frozen = frozen_final_norm(lm, writes.final_input[-1])
-    normed = frozen.apply(writes.parts[:, -1]).astype(np.float32)  # (parts, H)
-    head = parameter_value(lm.parts.lm_head)  # (V, H'), read from RAM or disk where offloaded
-    vocab = head.shape[0]
-    k = min(k, vocab)
-    effects = np.empty((len(writes.names), vocab), dtype=np.float32)  # (parts, V)
-    normed_t = torch.from_numpy(normed)
-    if lm.parts.project_out is not None:
-        normed_t = normed_t @ parameter_value(lm.parts.project_out).float().cpu().T
-    for start in range(0, vocab, VOCAB_CHUNK):
-        block = head[start:start + VOCAB_CHUNK].detach().float().cpu()  # (chunk, H')
-        effects[:, start:start + VOCAB_CHUNK] = (normed_t @ block.T).numpy()
-    effects *= lm.parts.layout.logit_multiplier or 1.0
-    rows = []
-    for (layer, name), row in zip(writes.names, effects):
-        order = np.argsort(row)
-        for direction, picks in (("promotes", order[::-1][:k]), ("suppresses", order[:k])):
-            for rank, token_id in enumerate(picks, start=1):
-                rows.append((layer, name, direction, rank, int(token_id), display_token(lm, int(token_id)),
-                             float(row[token_id])))
+    if getattr(lm, "remote", None) is not None:
+        names, _, top = _remote_blocks(lm, prompt, None, min(k, lm.vocab_size))
+        rows = effect_rows(lm, names, top)
+    else:
+        writes = block_writes(lm, prompt)
+        frozen = frozen_final_norm(lm, writes.final_input[-1], writes.final_output)
+        normed = torch.from_numpy(frozen.apply(writes.parts[:, -1]).astype(np.float32))  # (parts, H)
+        head = parameter_value(lm.parts.lm_head)  # (V, H'), read from RAM or disk where offloaded
+        top = shared.top_effects(normed, head, _project_out(lm), lm.parts.layout.logit_multiplier or 1.0,
+                                 min(k, head.shape[0]), VOCAB_CHUNK)
+        rows = effect_rows(lm, writes.names, {name: value.cpu().numpy() for name, value in top.items()})
     table = pd.DataFrame(rows, columns=["layer", "block", "direction", "rank", "token_id", "token", "logit_effect"])
     table.attrs.update(model=lm.name, notes=[FROZEN_NOTE])
     return table

@@ -19,7 +19,7 @@ MAX_CAUSE_TOKENS = 128  # longer prompts are refused: the patching grid grows wi
 
 def require_runnable(lm: LoadedModel) -> None:
     require_tokenizer(lm)
-    if not lm.has_weights:
+    if not lm.has_weights and getattr(lm, "remote", None) is None:  # a remote model runs where its weights are
         raise ModelLoadError(f"{lm.name} was loaded from its config only: load its weights to run a prompt.")
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+import core.cause.cause_reduce as shared
 from core.cause.inputs import by_position, encoded_prompt, first_token, ids_tensor, last_logits
 from core.model.hooks import hooked
 from core.model.loaded import LoadedModel
@@ -79,32 +80,43 @@ def check_pair(lm: LoadedModel, clean: str, corrupted: str) -> tuple[list[int], 
     return clean_ids, corrupted_ids, differing
 
 
-def _answer_and_foil(lm, clean_ids, corrupted_ids, answer, foil) -> tuple[int, int, list[str]]:
-    notes = []
-    if answer is None or foil is None:  # the runs' own top tokens
-        with hooked(lm), torch.inference_mode():
-            top = last_logits(lm, ids_tensor(lm, [clean_ids, corrupted_ids])).argmax(-1).tolist()
-    if answer is None:
-        answer_id = top[0]
-        notes.append(f"The answer is the clean run's top next token, {display_token(lm, answer_id)!r}.")
-    else:
-        answer_id, note = first_token(lm, answer, "answer")
-        notes += [note] if note else []
-    if foil is None:
-        foil_id = top[1]
+def _named(lm, text: str | None, role: str, notes: list[str]) -> int | None:
+    """The token a given answer / foil string stands for (None: the run's own top token, found later)."""
+    if text is None:
+        return None
+    token_id, note = first_token(lm, text, role)
+    notes += [note] if note else []
+    return token_id
+
+
+def _defaults(lm, answer_id, foil_id, top, notes: list[str]) -> tuple[int, int]:
+    """The answer and the foil, the runs' own top tokens (`top`: the clean and corrupted runs') where not given."""
+    if answer_id is None:
+        answer_id = int(top[0])
+        notes.insert(0, f"The answer is the clean run's top next token, {display_token(lm, answer_id)!r}.")
+    if foil_id is None:
+        foil_id = int(top[1])
         notes.append(f"The foil is the corrupted run's top next token, {display_token(lm, foil_id)!r}.")
-    else:
-        foil_id, note = first_token(lm, foil, "foil")
-        notes += [note] if note else []
     if answer_id == foil_id:
         raise ValueError(f"The answer and the foil are the same token in {lm.name} "
                          f"({display_token(lm, answer_id)!r}), so their logit difference is always 0. "
                          "Give two different answers.")
+    return answer_id, foil_id
+
+
+def _answer_and_foil(lm, clean_ids, corrupted_ids, answer, foil) -> tuple[int, int, list[str]]:
+    notes: list[str] = []
+    answer_id, foil_id = _named(lm, answer, "answer", notes), _named(lm, foil, "foil", notes)
+    top = None
+    if answer_id is None or foil_id is None:  # the runs' own top tokens
+        with hooked(lm), torch.inference_mode():
+            top = last_logits(lm, ids_tensor(lm, [clean_ids, corrupted_ids])).argmax(-1).tolist()
+    answer_id, foil_id = _defaults(lm, answer_id, foil_id, top, notes)
     return answer_id, foil_id, notes
 
 
 def _metric(logits: torch.Tensor, answer_id: int, foil_id: int) -> torch.Tensor:
-    return logits[:, answer_id] - logits[:, foil_id]  # (batch,)
+    return shared.metric(logits, answer_id, foil_id)  # (batch,) float64
 
 
 def _refuse_flat(lm, m_clean: float, m_corrupted: float, answer_id: int, foil_id: int) -> None:
@@ -118,42 +130,32 @@ def _refuse_flat(lm, m_clean: float, m_corrupted: float, answer_id: int, foil_id
 # ---------------------------------------------------------------- exact: one batched forward per chunk
 
 
-def _copy_from_clean_row(cells: list[tuple[int, int]], length: int):
+def _copy_from_clean_row(rows: list[int], positions: list[int], length: int):
     """An edit that sets hidden[row, position] = hidden[0, position] for each (row, position)."""
-    rows = torch.tensor([r for r, _ in cells])
-    positions = torch.tensor([p for _, p in cells])
-
-    def edit(hidden: torch.Tensor) -> torch.Tensor:  # (batch, T, hidden), or (batch · T, hidden)
-        hidden = hidden.clone()
-        cells = by_position(hidden, length)  # a view: writing into it writes into `hidden`
-        cells[rows, positions] = cells[0, positions]
-        return hidden
-
-    return edit
+    rows_t, positions_t = torch.tensor(rows), torch.tensor(positions)
+    return lambda hidden: shared.copy_from_clean(hidden, rows_t, positions_t, length)
 
 
 def _exact_grid(lm, site, clean_ids, corrupted_ids, answer_id, foil_id, progress) -> tuple[np.ndarray, float, float]:
     modules = site_modules(lm, site)
-    cells = [(layer, position) for layer in range(len(modules)) for position in range(len(clean_ids))]
-    scores = np.empty(len(cells))
+    T = len(clean_ids)
+    chunks = shared.cell_chunks(len(modules), T, MAX_ROWS_PER_FORWARD)
+    scores, done = [], 0
     m_clean = m_corrupted = None
-    for start in range(0, len(cells), MAX_ROWS_PER_FORWARD):
-        chunk = cells[start:start + MAX_ROWS_PER_FORWARD]
-        by_layer: dict[int, list[tuple[int, int]]] = {}
-        for row, (layer, position) in enumerate(chunk, start=2):  # rows 0 and 1: clean, corrupted
-            by_layer.setdefault(layer, []).append((row, position))
-        edits = {modules[layer]: _copy_from_clean_row(rows, len(clean_ids)) for layer, rows in by_layer.items()}
-        batch = ids_tensor(lm, [clean_ids] + [corrupted_ids] * (len(chunk) + 1))
+    for chunk in chunks:
+        edits = {modules[layer]: _copy_from_clean_row(rows, positions, T) for layer, (rows, positions) in chunk.items()}
+        batch = ids_tensor(lm, [clean_ids] + [corrupted_ids] * (shared.chunk_rows(chunk) - 1))
         with hooked(lm, **{_hook_kind(site): edits}), torch.inference_mode():
-            m = _metric(last_logits(lm, batch), answer_id, foil_id).double().cpu()  # (batch,)
+            m = _metric(last_logits(lm, batch), answer_id, foil_id).cpu()  # (batch,)
         if m_clean is None:
             m_clean, m_corrupted = float(m[0]), float(m[1])
             _refuse_flat(lm, m_clean, m_corrupted, answer_id, foil_id)
         # Each chunk is normalised by its own clean and corrupted rows (the same numbers, computed alongside).
-        scores[start:start + len(chunk)] = ((m[2:] - m[1]) / (m[0] - m[1])).numpy()
+        scores.append(shared.patch_scores(m))
+        done += len(m) - 2
         if progress:
-            progress(start + len(chunk), len(cells))
-    return scores.reshape(len(modules), len(clean_ids)), m_clean, m_corrupted
+            progress(done, len(modules) * T)
+    return torch.cat(scores).numpy().reshape(len(modules), T), m_clean, m_corrupted
 
 
 # ---------------------------------------------------------------- attribution: two forwards, one backward
@@ -231,9 +233,13 @@ def activation_patching(lm: LoadedModel, clean: str, corrupted: str, *, answer: 
     if site not in SITES:
         raise ValueError(f"Unknown site {site!r}: choose one of {', '.join(SITES)}.")
     clean_ids, corrupted_ids, differing = check_pair(lm, clean, corrupted)
-    answer_id, foil_id, notes = _answer_and_foil(lm, clean_ids, corrupted_ids, answer, foil)
-    grid_of = _exact_grid if method == "exact" else _attribution_grid
-    grid, m_clean, m_corrupted = grid_of(lm, site, clean_ids, corrupted_ids, answer_id, foil_id, progress)
+    if getattr(lm, "remote", None) is not None:
+        grid, m_clean, m_corrupted, answer_id, foil_id, notes = _remote_grid(
+            lm, site, method, clean_ids, corrupted_ids, answer, foil)
+    else:
+        answer_id, foil_id, notes = _answer_and_foil(lm, clean_ids, corrupted_ids, answer, foil)
+        grid_of = _exact_grid if method == "exact" else _attribution_grid
+        grid, m_clean, m_corrupted = grid_of(lm, site, clean_ids, corrupted_ids, answer_id, foil_id, progress)
     layers, positions = grid.shape  # (layers, T)
     clean_tokens = [display_token(lm, i) for i in clean_ids]
     corrupted_tokens = [display_token(lm, i) for i in corrupted_ids]
@@ -249,6 +255,24 @@ def activation_patching(lm: LoadedModel, clean: str, corrupted: str, *, answer: 
                        m_corrupted=m_corrupted, differing_positions=differing, notes=notes,
                        num_layers=lm.num_layers)
     return table
+
+
+def _remote_grid(lm, site, method, clean_ids, corrupted_ids, answer, foil):
+    """The exact grid of a remote model, as one job (core.remote.cause): the same cells, edits and metric."""
+    from core.remote.cause import GRADIENT_NOTE, patching_job
+
+    if method != "exact":
+        raise ValueError(GRADIENT_NOTE.format(method="Attribution patching", exact="exact"))
+    notes: list[str] = []
+    answer_id, foil_id = _named(lm, answer, "answer", notes), _named(lm, foil, "foil", notes)
+    if answer_id is not None and foil_id is not None:
+        _defaults(lm, answer_id, foil_id, None, [])  # two typed tokens that are one: refused before any job
+    got = patching_job(lm, site_modules(lm, site), site == "resid", clean_ids, corrupted_ids, answer_id, foil_id,
+                       MAX_ROWS_PER_FORWARD)
+    answer_id, foil_id = _defaults(lm, answer_id, foil_id, got.get("top"), notes)
+    m_clean, m_corrupted = float(got["m"][0]), float(got["m"][1])
+    _refuse_flat(lm, m_clean, m_corrupted, answer_id, foil_id)
+    return got["grid"], m_clean, m_corrupted, answer_id, foil_id, notes
 
 
 def patching_agreement(exact: pd.DataFrame, attribution: pd.DataFrame) -> float:

@@ -7,7 +7,7 @@ import cause_ui
 import export
 import ui
 from charts.cause import agreement_scatter, patching_heatmap
-from core import activation_patching, patching_agreement
+from core import patching_agreement
 from core.cause.patching import SITE_NAMES, SITES
 
 PREFIX = "ap"
@@ -79,13 +79,8 @@ sites = list(SITES) if site_choice == "all" else [site_choice]
 methods = ["exact", "attribution"] if method_choice == "both" else [method_choice]
 
 
-@st.cache_data(max_entries=64, show_spinner="Patching every layer and token…")
-def patching_for(key, clean: str, corrupted: str, answer, foil, site: str, method: str) -> pd.DataFrame:
-    return activation_patching(ui.cached_model(key), clean, corrupted, answer=answer, foil=foil, site=site,
-                               method=method)
-
-
 answer_arg, foil_arg = cause_ui.optional(answer), cause_ui.optional(foil)
+asked = cause_ui.Asked()  # a remote model's grid is one job; a failed one is sent once per run
 agreement = []  # per model and site: exact vs attribution, cell by cell
 agreement_r = []  # per model and site: Pearson r of those cells
 
@@ -100,17 +95,19 @@ def summary(slot, table: pd.DataFrame) -> None:
 
 
 def render(slot, site: str) -> None:
-    tables = {method: patching_for(slot.key, clean, corrupted, answer_arg, foil_arg, site, method)
-              for method in methods}
+    shown = cause_ui.runnable(slot, methods, "attribution", "exact",
+                              {"attribution": "attribution patching", "exact": "exact patching"})
+    tables = {method: asked(cause_ui.patching, slot.key, clean, corrupted, answer_arg, foil_arg, site, method)
+              for method in shown}
     summary(slot, next(iter(tables.values())))
     for method, table in tables.items():
-        if len(methods) > 1:
+        if len(tables) > 1:
             st.markdown(f"**{METHOD_CHOICES[method].split(' (')[0]}**")
         name = f"patching_{site}_{method}_{slot.label}"
         export.show_chart(patching_heatmap(table, slot.lm.num_layers, SITE_NAMES[site]), name, table=table,
                           settings={"site": site, "method": method, "answer": table.attrs["answer"],
                                     "foil": table.attrs["foil"]}, width="stretch")
-    if len(methods) > 1:
+    if len(tables) > 1:
         exact, estimate = tables["exact"], tables["attribution"]
         r = patching_agreement(exact, estimate)
         st.metric("How well attribution tracks exact patching (Pearson r)", "n/a" if r != r else f"{r:.2f}",

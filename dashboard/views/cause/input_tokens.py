@@ -9,7 +9,7 @@ import cause_ui
 import export
 import ui
 from charts.cause import shaded_text, token_bars
-from core import ModelLoadError, token_attribution
+from core import ModelLoadError
 from core.text.align import strip_rows
 
 PREFIX = "it"
@@ -54,16 +54,13 @@ methods = ["occlusion", "grad_x_input"] if method_choice == "both" else [method_
 target_arg = cause_ui.optional(target)
 
 
-@st.cache_data(max_entries=64, show_spinner="Scoring every input token…")
-def attribution_for(key, prompt: str, target, method: str) -> pd.DataFrame:
-    return token_attribution(ui.cached_model(key), prompt, target=target, method=method)
-
-
 # Both models go on one strip (the same characters), so each is computed here; a failure is one model's message.
 results = {}  # slot label -> (slot, {method: table})
 for slot in cause_ui.ready_slots():
+    shown = cause_ui.runnable(slot, methods, "grad_x_input", "occlusion",
+                              {"grad_x_input": "gradient × input", "occlusion": "occlusion"})
     try:
-        results[slot.label] = slot, {m: attribution_for(slot.key, prompt, target_arg, m) for m in methods}
+        results[slot.label] = slot, {m: cause_ui.attribution(slot.key, prompt, target_arg, m) for m in shown}
     except (ValueError, ModelLoadError) as error:
         st.error(f"Model {slot.label} ({slot.key.source}): {error}")
 if not results:
@@ -76,15 +73,18 @@ for label, (slot, tables) in results.items():
     cause_ui.notes(first.attrs)
 
 st.header("The prompt, shaded by each token's score")
-for method in methods:
+computed = [m for m in ("occlusion", "grad_x_input") if any(m in tables for _, tables in results.values())]
+for method in computed:
     rows = []
     for label, (slot, tables) in results.items():
+        if method not in tables:  # a remote model runs occlusion only (said above)
+            continue
         table = tables[method]
-        row = f"{slot.title} · {METHODS[method]}" if len(methods) > 1 else slot.title
+        row = f"{slot.title} · {METHODS[method]}" if len(computed) > 1 else slot.title
         placed = strip_rows({label: (list(table["token"]), table[["start", "end"]].to_numpy())}, {})
         rows.append(placed.merge(table[["position", "score"]], on="position").assign(row=row))
     strip = pd.concat(rows, ignore_index=True)
-    if len(methods) > 1:
+    if len(computed) > 1:
         st.subheader(METHODS[method])
     export.show_chart(shaded_text(strip, prompt, SCORE_TITLE), f"input_tokens_shaded_{method}",
                       table=strip.drop(columns=["selected"]), settings={"method": method}, width="content")

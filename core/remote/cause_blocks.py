@@ -1,0 +1,107 @@
+"""What each block writes, for a remote model, as ONE job: the residual stream taken apart where it runs.
+
+What is captured: hidden_states[0] (the input of block 0) and what every attention and MLP sub-block
+adds to the residual stream (the output of `Parts.sub_blocks`' *_writes modules, Granite's residual
+multiplier applied), the final norm's input and output, and the head's own last logits: the values
+core.cause.blocks' hooks keep. They are reduced there by the local path's own arithmetic,
+core.cause.block_reduce (shipped by value, nnsight.register): the frozen final norm (its weight, w or
+1 + w, read off its own output), the head rows and the per-block numbers. What comes back:
+- block_contributions: every part's write size (P, T) and direct effect on the target (P,) in float64,
+  the bias term, the model's own logit and the target id: 28,761 bytes for Llama-3.1-405B (253 parts)
+  on the lecture's 12 tokens (tests/test_remote_cause.py);
+- block_token_effects: per part the k promoted and k suppressed token ids and effects (P, k) each:
+  184,349 bytes at the page's largest k, 30.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import core.cause.block_reduce as shared
+from core.remote.jobs import result_bytes, shipping
+from core.remote.lens import lens_envoys, module_path
+from core.remote.model import RemoteLoadedModel
+from core.running.trace import last_logits_only
+
+
+def _envoy(rm, module):
+    return rm.nn.get(module_path(rm.nn._module, module))
+
+
+def blocks_job(lm: RemoteLoadedModel, ids: list[int], target_id: int | None, *, eps: float, k: int | None = None,
+               chunk: int = 16_384) -> dict[str, np.ndarray]:
+    """Take the run of token `ids` (T,) apart where `lm` runs; target_id None: the model's own top next token.
+
+    k None: block_contributions's numbers (norm (P, T), logit_effect (P,), bias (), logit (), target ());
+    k given: top_effects's (P, k) ids and effects. Raises RemoteError with a plain message.
+    """
+    nnsight = shipping(shared)
+    rm = lm.remote
+    nn = rm.nn
+    parts, layout = lm.parts, lm.parts.layout
+    layers, norm, project_out, head = lens_envoys(rm)
+    subs = [parts.sub_blocks(layer) for layer in range(parts.num_layers)]
+    writes = [(_envoy(rm, sub.attn_writes), _envoy(rm, sub.mlp_writes)) for sub in subs]
+    scales = [sub.scale for sub in subs]
+    T = len(ids)
+    keep = {name: torch.tensor([T - 1]) for name in last_logits_only(lm, T)}  # made here: a meta model's is on meta
+    centred, multiplier = layout.norm != "RMSNorm", float(layout.logit_multiplier or 1.0)
+    has = {name: getattr(module, attr, None) is not None
+           for name, module, attr in (("weight", parts.final_norm, "weight"), ("norm_bias", parts.final_norm, "bias"),
+                                      ("head_bias", parts.lm_head, "bias"))}
+    given = None if target_id is None else torch.tensor(int(target_id))
+    job = rm.new_job(f"block writes ({'top tokens' if k else 'contributions'}), {T} tokens")
+
+    def work():
+        with nn.session(backend=rm.backend(job)):
+            with nn.trace(torch.tensor([ids]), use_cache=False, **keep):
+                kept = [layers[0].input[0].to(torch.float64, copy=True)]  # (T, H) hidden_states[0]
+                for (attn, mlp), scale in zip(writes, scales):  # in forward order; a copy: Falcon adds in place
+                    kept.append(shared.row0(attn.output, T) * scale)
+                    kept.append(shared.row0(mlp.output, T) * scale)
+                x_last = norm.input[0, -1].to(torch.float64, copy=True)  # (H,) the final norm's input
+                y_last = norm.output[0, -1].to(torch.float64, copy=True)  # (H,) and its output
+                own = head.output[0, -1]  # (V,) the head's logits, before any soft-capping
+                scores = nn.output.logits[0, -1].float()  # (V,) the model's own, after it
+                stack = torch.stack(kept)  # (P, T, H)
+                target = scores.argmax() if given is None else given
+                scale = shared.frozen_scale(x_last, centred, eps)
+                norm_bias = norm.bias if has["norm_bias"] else None
+                weight = shared.effective_weight(norm.weight if has["weight"] else None, x_last, y_last, norm_bias,
+                                                 centred, scale)
+                normed = shared.frozen_apply(stack[:, -1], weight, centred, scale)  # (P, H)
+                out_weight = project_out.weight if project_out is not None else None
+                if k is None:
+                    direction = shared.head_rows(head.weight, target.reshape(1), out_weight, multiplier)[0]  # (H,)
+                    values = shared.block_numbers(stack, normed, direction)
+                    values["bias"] = shared.bias_term(direction, norm_bias, head.bias if has["head_bias"] else None,
+                                                      target, multiplier)
+                    values["logit"] = own[target].double() * multiplier
+                    values["target"] = target.clone()
+                else:
+                    values = shared.top_effects(normed.float(), head.weight, out_weight, multiplier, k, chunk)
+                result = nnsight.save({name: value.cpu() for name, value in values.items()})
+        if rm.target.is_simulation:  # nothing crossed a wire: measure what NDIF would have sent
+            size = result_bytes({"blocks": result})
+            job.check_bytes(size)
+            job.stats.bytes_received = size
+        return result
+
+    return {name: value.numpy() for name, value in rm.run(job, work).items()}
+
+
+def blocks_bytes(lm, tokens: int, k: int | None = None) -> int:
+    """Bytes a blocks job brings back, its reduction run on meta tensors of the captured shapes (`lm` may be
+    on the meta device): the contributions (k None) or every part's top k both ways."""
+    H, P, V = lm.parts.layout.hidden_size, 1 + 2 * lm.num_layers, lm.vocab_size
+    stack = torch.empty(P, int(tokens), H, device="meta", dtype=torch.float64)  # (P, T, H)
+    normed = torch.empty(P, H, device="meta", dtype=torch.float64)
+    if k is None:
+        values = shared.block_numbers(stack, normed, torch.empty(H, device="meta", dtype=torch.float64))
+        values.update(bias=torch.empty((), dtype=torch.float64, device="meta"),
+                      logit=torch.empty((), dtype=torch.float64, device="meta"),
+                      target=torch.empty((), dtype=torch.int64, device="meta"))
+    else:
+        values = shared.top_effects(normed.float(), torch.empty(V, H, device="meta"), None, 1.0, k, V)
+    return result_bytes({"blocks": {name: torch.zeros(v.shape, dtype=v.dtype) for name, v in values.items()}})

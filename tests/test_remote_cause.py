@@ -1,0 +1,230 @@
+"""The Cause analyses of a remote model: core's own activation_patching and token_attribution, one job each.
+
+Through nnsight's local simulation of NDIF (`remote="local"`: the request serialized as for NDIF, our
+modules hidden while it is deserialized), exact activation patching of every site and occlusion must
+give the local hooks' numbers (the same cells, edits and metric: core.cause.cause_reduce) on the tiny
+Llama and Gemma 3 and the embedded SmolLM2; each call is ONE job whose bytes are the meta-device
+computation's; the model is left as it was (no hooks, a plain local run bit for bit the same). The
+gradient modes are refused for a remote model with a message naming the exact mode. For
+Llama-3.1-405B on the lecture's 12-token prompt, what a page brings back is sized on the meta device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core import activation_patching, block_contributions, block_token_effects, load_model, run_trace, token_attribution
+from core.cause.attribution import ROWS_PER_FORWARD
+from core.cause.patching import MAX_ROWS_PER_FORWARD, SITES
+from core.remote.budget import LECTURE_TOKENS, PAGE_BUDGET, llama_405b_config, meta_model
+from core.remote.cause_blocks import blocks_bytes
+from core.remote.cause import occlusion_bytes, patching_bytes
+from core.remote.model import remote_model
+from tests.test_remote import folders, jobs, no_ambient_key  # noqa: F401 (fixtures)
+from tests.test_remote_lens import counted_jobs, hook_state
+
+pytestmark = pytest.mark.embedded  # test_smollm_cause loads the embedded SmolLM2
+CLEAN, CORRUPTED = "the apple is green. what color is the", "the apple is red. what color is the"
+PROMPT = "the apple is green. what color is the apple?"
+TOLERANCE = 1e-5  # fp32 models: the same computation, batched alike
+
+
+def same_patching(got, expected) -> float:
+    """The same cells, tokens, answer and foil, scores within TOLERANCE and the same strongest cell."""
+    assert got.drop(columns="score").equals(expected.drop(columns="score"))
+    for name in ("answer_id", "foil_id", "notes", "differing_positions", "site", "method"):
+        assert got.attrs[name] == expected.attrs[name]
+    for name in ("m_clean", "m_corrupted"):
+        assert abs(got.attrs[name] - expected.attrs[name]) <= TOLERANCE
+    difference = float(np.abs(got["score"].to_numpy() - expected["score"].to_numpy()).max())
+    assert difference <= TOLERANCE
+    assert got["score"].to_numpy().argmax() == expected["score"].to_numpy().argmax()
+    return difference
+
+
+def same_attribution(got, expected) -> float:
+    assert got.drop(columns="score").equals(expected.drop(columns="score"))
+    assert (got.attrs["target_id"], got.attrs["notes"]) == (expected.attrs["target_id"], expected.attrs["notes"])
+    assert abs(got.attrs["logprob"] - expected.attrs["logprob"]) <= TOLERANCE
+    difference = float(np.abs(got["score"].to_numpy() - expected["score"].to_numpy()).max())
+    assert difference <= TOLERANCE
+    return difference
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma3"])
+def test_simulated_cause_is_the_local_cause(folders, monkeypatch, kind):
+    """Every site's exact grid (the foil given; and both defaults where the runs' top tokens differ) and
+    occlusion (the model's own target, and a typed one) = the local path, ONE job per call."""
+    local = load_model(str(folders[kind]), device="cpu")
+    before = run_trace(local, PROMPT)
+    lm = remote_model(local, "local")
+    hooks, jobs = hook_state(local.model), counted_jobs(monkeypatch, lm)
+    T = len(lm.tokenizer(CLEAN)["input_ids"])
+    for site in SITES:
+        for answer, foil in ((None, " red"), (" green", None)):
+            expected = activation_patching(local, CLEAN, CORRUPTED, answer=answer, foil=foil, site=site)
+            count = len(jobs)
+            got = activation_patching(lm, CLEAN, CORRUPTED, answer=answer, foil=foil, site=site)
+            assert len(jobs) == count + 1 and jobs[-1].stats.outcome == "completed"
+            same_patching(got, expected)
+            assert lm.remote.last.bytes_received == patching_bytes(local, T, MAX_ROWS_PER_FORWARD)
+    for target in (None, " green"):
+        count = len(jobs)
+        same_attribution(token_attribution(lm, PROMPT, target=target), token_attribution(local, PROMPT, target=target))
+        assert len(jobs) == count + 1
+        assert lm.remote.last.bytes_received == occlusion_bytes(local, len(before.tokens), ROWS_PER_FORWARD,
+                                                                target=target is None)
+    assert hook_state(local.model) == hooks
+    after = run_trace(local, PROMPT)
+    assert np.array_equal(after.hidden_states, before.hidden_states)
+    assert np.array_equal(after.last_logits, before.last_logits)
+
+
+def same_blocks(got, expected) -> float:
+    """The same parts, tokens, target and notes; sizes and effects within TOLERANCE; the same strongest part."""
+    numbers = ["norm", "logit_effect"]
+    assert got.drop(columns=numbers).equals(expected.drop(columns=numbers))
+    for name in ("target_id", "notes"):
+        assert got.attrs[name] == expected.attrs[name]
+    assert abs(got.attrs["logit"] - expected.attrs["logit"]) <= TOLERANCE
+    difference = float(np.nanmax(np.abs(got[numbers].to_numpy(float) - expected[numbers].to_numpy(float))))
+    assert difference <= TOLERANCE
+    assert got["logit_effect"].abs().idxmax() == expected["logit_effect"].abs().idxmax()
+    return difference
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma3"])
+def test_simulated_blocks_are_the_local_blocks(folders, monkeypatch, kind):
+    """block_contributions (own and typed target) and block_token_effects through the simulation = the local
+    path, ONE job each, the bytes of the meta computation; the effects still add up to the model's logit."""
+    local = load_model(str(folders[kind]), device="cpu")
+    T = len(run_trace(local, PROMPT).tokens)
+    lm = remote_model(local, "local")
+    hooks, jobs = hook_state(local.model), counted_jobs(monkeypatch, lm)
+    for target in (None, " green"):
+        got = block_contributions(lm, PROMPT, target=target)
+        assert len(jobs) == 1 + (target is not None) and jobs[-1].stats.outcome == "completed"
+        same_blocks(got, block_contributions(local, PROMPT, target=target))
+        assert abs(got["logit_effect"].sum() - got.attrs["logit"]) <= 1e-4
+        assert lm.remote.last.bytes_received == blocks_bytes(local, T)
+    got, expected = block_token_effects(lm, PROMPT, k=5), block_token_effects(local, PROMPT, k=5)
+    assert len(jobs) == 3 and got.drop(columns="logit_effect").equals(expected.drop(columns="logit_effect"))
+    assert np.abs(got["logit_effect"] - expected["logit_effect"]).max() <= TOLERANCE
+    assert lm.remote.last.bytes_received == blocks_bytes(local, T, k=5)
+    assert hook_state(local.model) == hooks
+
+
+def test_refusals_are_the_local_ones(folders, monkeypatch):
+    """An answer equal to the foil is refused as locally (before any job where both are typed); the gradient
+    modes are refused for a remote model, naming the exact mode, and send nothing."""
+    local = load_model(str(folders["llama"]), device="cpu")
+    lm = remote_model(local, "local")
+    jobs = counted_jobs(monkeypatch, lm)
+    for model in (local, lm):
+        with pytest.raises(ValueError, match="the same token"):
+            activation_patching(model, CLEAN, CORRUPTED, answer=" red", foil=" red")
+    with pytest.raises(ValueError, match="exact method"):
+        activation_patching(lm, CLEAN, CORRUPTED, answer=" green", foil=" red", method="attribution")
+    with pytest.raises(ValueError, match="occlusion"):
+        token_attribution(lm, PROMPT, method="grad_x_input")
+    assert jobs == []
+
+
+def test_smollm_cause(smollm, monkeypatch):
+    """The embedded SmolLM2 (30 layers, several batches per grid): the page's France/Italy preset."""
+    lm = remote_model(smollm, "local")
+    jobs = counted_jobs(monkeypatch, lm)
+    clean, corrupted = "The capital of France is", "The capital of Italy is"
+    for site in ("resid", "mlp"):
+        difference = same_patching(activation_patching(lm, clean, corrupted, answer=" Paris", foil=" Rome", site=site),
+                                   activation_patching(smollm, clean, corrupted, answer=" Paris", foil=" Rome",
+                                                       site=site))
+        print(f"SmolLM2 exact patching ({site}): max difference {difference:.1e}")
+    difference = same_attribution(token_attribution(lm, clean), token_attribution(smollm, clean))
+    print(f"SmolLM2 occlusion: max difference {difference:.1e}")
+    assert len(jobs) == 3
+
+
+def test_cause_bytes_405b():
+    """Llama-3.1-405B on the meta device, the lecture's 12 tokens: the patching grid (126 x 12 float64 and two
+    metrics) and occlusion's 12 drops come back, far under the 64 MB page budget."""
+    lm = meta_model(llama_405b_config())
+    assert (lm.num_layers, lm.vocab_size) == (126, 128_256)
+    grid = patching_bytes(lm, LECTURE_TOKENS, MAX_ROWS_PER_FORWARD)
+    drops = occlusion_bytes(lm, LECTURE_TOKENS, ROWS_PER_FORWARD)
+    assert 126 * 12 * 8 < grid < 126 * 12 * 8 + 4096 and grid <= PAGE_BUDGET
+    assert 12 * 8 < drops < 4096
+    contributions, top = blocks_bytes(lm, LECTURE_TOKENS), blocks_bytes(lm, LECTURE_TOKENS, k=30)
+    assert 253 * 13 * 8 < contributions < 253 * 13 * 8 + 4096  # (P, T) sizes and (P,) effects, float64
+    assert 253 * 2 * 30 * 12 < top < 253 * 2 * 30 * 12 + 4096 and top <= PAGE_BUDGET  # the page's largest k
+    print(f"Llama-3.1-405B: activation patching page {grid:,} bytes per site, occlusion {drops:,} bytes, "
+          f"block contributions {contributions:,} bytes, block token effects (k = 30) {top:,} bytes")
+
+
+# ---------------------------------------------------------------- the pages, model A simulated
+
+
+@pytest.fixture(scope="module")
+def page_folder(tmp_path_factory, tiny_folders):
+    """A copy of the tiny Llama of this module only: its models are new to the server's model store."""
+    import shutil
+
+    return str(shutil.copytree(tiny_folders["llama"], tmp_path_factory.mktemp("remote-cause") / "tiny-llama"))
+
+
+def _items(app) -> dict:
+    return {item.name: item for item in app.session_state["_export_items"] if item.kind == "chart"}
+
+
+def same_scores(got, expected) -> None:
+    """What a page drew: the same rows (labels, tokens) and scores within TOLERANCE, the same strongest one."""
+    labels = [c for c in ("layer", "position", "token") if c in expected.columns]
+    assert got[labels].reset_index(drop=True).equals(expected[labels].reset_index(drop=True))
+    np.testing.assert_allclose(got["score"].to_numpy(float), expected["score"].to_numpy(float), atol=TOLERANCE)
+    assert got["score"].to_numpy().argmax() == expected["score"].to_numpy().argmax()
+
+
+@pytest.mark.app
+def test_activation_patching_page_runs_a_remote_model(page_folder, jobs):
+    """A on remote="local", B (embedded Gemma 3 270M) here: A's grid is core's local grid, from ONE job; asking
+    for both methods says plainly that A runs the exact one only, and sends no new job (the grid is cached)."""
+    from tests.apptest import assert_clean, run_page
+
+    query = {"a": page_folder, "place_a": "remote", "ndif_a": "local", "ap_clean": CLEAN, "ap_corrupted": CORRUPTED,
+             "ap_answer": "", "ap_foil": " red"}
+    app = run_page("views/cause/activation_patching.py", query=query)
+    assert_clean(app)
+    assert not app.error and len(jobs) == 1 and jobs[0].stats.outcome == "completed"
+    expected = activation_patching(load_model(page_folder, device="cpu"), CLEAN, CORRUPTED, foil=" red")
+    same_scores(_items(app)["patching_resid_exact_A"].table, expected)
+    assert "patching_resid_exact_B" in _items(app)
+
+    app.selectbox(key="ap_method").set_value("both").run()
+    assert_clean(app)
+    assert not app.error and len(jobs) == 1
+    assert any("Model A runs remotely" in i.value and "backward pass" in i.value for i in app.info)
+    items = _items(app)
+    assert "patching_resid_attribution_A" not in items and "patching_resid_attribution_B" in items
+    same_scores(items["patching_resid_exact_A"].table, expected)
+
+
+@pytest.mark.app
+def test_input_tokens_page_runs_a_remote_model(page_folder, jobs):
+    """A simulated: its occlusion scores on the shared strip are core's local ones, ONE job; gradient × input is
+    B's only, and the page says why A has none."""
+    from tests.apptest import assert_clean, run_page
+
+    query = {"a": page_folder, "place_a": "remote", "ndif_a": "local", "it_prompt": PROMPT, "it_target": "",
+             "it_method": "both"}
+    app = run_page("views/cause/input_tokens.py", query=query)
+    assert_clean(app)
+    assert not app.error and len(jobs) == 1 and jobs[0].stats.outcome == "completed"
+    assert any("Model A runs remotely" in i.value and "gradient × input" in i.value for i in app.info)
+    items = _items(app)
+    expected = token_attribution(load_model(page_folder, device="cpu"), PROMPT)
+    got = items["input_tokens_bars_A"].table
+    assert set(got["method"]) == {"Occlusion"} and set(items["input_tokens_bars_B"].table["method"]) == {
+        "Occlusion", "Gradient × input"}
+    same_scores(got, expected)
+    assert "input_tokens_shaded_occlusion" in items and "input_tokens_shaded_grad_x_input" in items
