@@ -164,6 +164,9 @@ def trace_for(slot: Slot, prompt: str) -> Trace:
 
 def placement_caption(slot: Slot) -> str | None:
     """Where the slot's weights went, in plain words (None before a model with weights is loaded)."""
+    remote = remote_of(slot.lm)
+    if remote is not None:  # its forward passes run there, whatever holds the weights here
+        return f"Model {slot.label} runs on {remote.target.describe()}: each page sends it one request."
     plan = getattr(slot.lm, "plan", None)
     return f"Model {slot.label}: {plan.describe()}" if plan is not None else None
 
