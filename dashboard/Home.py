@@ -61,7 +61,7 @@ RUNS_REMOTE = {  # pages that work with a model on NDIF (one line each)
     "views/intervene/steering.py",
     "views/cause/activation_patching.py",
     "views/cause/input_tokens.py",
-    # "views/cause/block_writes.py",
+    "views/cause/block_writes.py",
 }
 # every other page shows a model on NDIF as a plain note in its column (ui.page_slots)
 HERE = Path(__file__).parent

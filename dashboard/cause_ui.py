@@ -15,6 +15,7 @@ import streamlit as st
 
 import ui
 from core import activation_patching, block_contributions, block_token_effects, token_attribution, what_blocks_read
+from core.cause.blocks import block_page
 
 REMOTE_GRADIENT = ("Model {label} runs remotely: {method} needs a backward pass through the model, which the "
                    "dashboard does not yet run on NDIF. Shown instead: {exact}, which runs there as one job.")
@@ -42,6 +43,16 @@ def runnable(slot: ui.Slot, methods: list[str], gradient: str, exact: str, names
         return methods
     st.info(REMOTE_GRADIENT.format(label=slot.label, method=names[gradient], exact=names[exact]))
     return [exact]
+
+
+def pending_number(key: str, default: int, min_value: int, max_value: int) -> int:
+    """The value a number box drawn further down will have, read before it is drawn (as inputs.number_input
+    reads it: the session's, else the URL's, clamped; not a number: the default). Writes nothing."""
+    try:
+        value = int(st.session_state.get(key, st.query_params.get(key, default)))
+    except (TypeError, ValueError):
+        return default
+    return min(max(value, min_value), max_value)
 
 
 def notes(attrs: dict) -> None:
@@ -74,6 +85,12 @@ def contributions(key: ui.ModelKey, prompt: str, target) -> pd.DataFrame:
 @st.cache_data(max_entries=64, show_spinner="Finding the tokens each block pushes…")
 def token_effects(key: ui.ModelKey, prompt: str, k: int) -> pd.DataFrame:
     return block_token_effects(ui.cached_model(key), prompt, k=k)
+
+
+@st.cache_data(max_entries=64, show_spinner="Waiting for the remote model: the blocks are taken apart where it runs…")
+def blocks_remote(key: ui.ModelKey, prompt: str, target, k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A remote model's contributions and token effects, from ONE run in one job (core.cause.blocks.block_page)."""
+    return block_page(ui.cached_model(key), prompt, target=target, k=k)
 
 
 @st.cache_data(max_entries=64, show_spinner="Running both prompts three times…")

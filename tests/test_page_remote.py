@@ -107,9 +107,10 @@ def assert_no_key(app, where: str) -> None:
     assert KEY not in repr(app.session_state["_slots"]), where  # model keys hold a salted hash, not the key
 
 
-def test_simulated_model_on_home_weight_pages_and_a_page_that_cannot_run_it(folder):
+def test_simulated_model_on_home_weight_pages_and_a_page_that_cannot_run_it(folder, monkeypatch):
     """remote="local": Home's card before and after a request; Architecture and Vocabulary show both
-    models; Hidden states shows the plain note in A's column while B's figures draw."""
+    models; a page that does not run remote models shows the plain note in A's column while B's figures
+    draw (every page runs them now, so Block writes is made one, as a page off RUNS_REMOTE is)."""
     app = run_page(query={"a": folder, "place_a": "remote", "ndif_a": "local"})
     assert_clean(app)
     assert GEMMA_PARAMS in tables_text(app) and TINY_PARAMS in tables_text(app)  # both cards
@@ -138,7 +139,12 @@ def test_simulated_model_on_home_weight_pages_and_a_page_that_cannot_run_it(fold
     app.switch_page("views/weights/architecture.py").run()
     assert TINY_PARAMS in tables_text(app) and GEMMA_PARAMS in tables_text(app)
 
-    app.switch_page("views/cause/block_writes.py").run()  # a page that does not run remote models yet
+    import ui
+
+    page_slots = ui.page_slots
+    with monkeypatch.context() as patch:  # Block writes as if its line in RUNS_REMOTE were commented out
+        patch.setattr(ui, "page_slots", lambda slots, runs_remote: page_slots(slots, False))
+        app.switch_page("views/cause/block_writes.py").run()
     assert_clean(app)
     notes = [m for m in messages(app, "info") if m.startswith(NOTE)]
     assert notes and "nnsight's local simulation of NDIF" in notes[0]
@@ -178,12 +184,12 @@ def test_key_never_shown_and_an_unreachable_self_hosted_ndif(folder):
     assert_no_key(app, "Home after the failed request")
 
     for page in ("views/weights/architecture.py", "views/weights/vocabulary.py", "views/running/hidden_states.py",
-                 "views/cause/block_writes.py"):  # the last one does not run remote models yet
+                 "views/cause/block_writes.py"):  # the last one sends its jobs to the unreachable host
         app.switch_page(page).run()
         assert_clean(app)
         assert app.session_state[export.ITEMS_KEY], page  # figures and tables whose files are checked
         assert_no_key(app, page)
-    assert any(m.startswith(NOTE) for m in messages(app, "info")) and app.get("vega_lite_chart")
+    assert any("could not reach NDIF" in m for m in messages(app, "error")) and app.get("vega_lite_chart")
 
     again = run_page(query=link_query(app))  # the copied link
     assert_clean(again)

@@ -14,11 +14,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core import activation_patching, block_contributions, block_token_effects, load_model, run_trace, token_attribution
+from core import (activation_patching, block_contributions, block_token_effects, load_model, run_trace,
+                  token_attribution, what_blocks_read)
+from core.cause.blocks import block_page
 from core.cause.attribution import ROWS_PER_FORWARD
 from core.cause.patching import MAX_ROWS_PER_FORWARD, SITES
 from core.remote.budget import LECTURE_TOKENS, PAGE_BUDGET, llama_405b_config, meta_model
-from core.remote.cause_blocks import blocks_bytes
+from core.remote.cause_blocks import blocks_bytes, reads_bytes
 from core.remote.cause import occlusion_bytes, patching_bytes
 from core.remote.model import remote_model
 from tests.test_remote import folders, jobs, no_ambient_key  # noqa: F401 (fixtures)
@@ -112,6 +114,16 @@ def test_simulated_blocks_are_the_local_blocks(folders, monkeypatch, kind):
     assert len(jobs) == 3 and got.drop(columns="logit_effect").equals(expected.drop(columns="logit_effect"))
     assert np.abs(got["logit_effect"] - expected["logit_effect"]).max() <= TOLERANCE
     assert lm.remote.last.bytes_received == blocks_bytes(local, T, k=5)
+    contributions, effects = block_page(lm, PROMPT, target=" green", k=5)  # the page: both from one job
+    assert len(jobs) == 4 and effects.equals(got)
+    same_blocks(contributions, block_contributions(local, PROMPT, target=" green"))
+    original, changed = "The apple is green. What color is the apple?", "The apple is red. What color is the apple?"
+    got, expected = what_blocks_read(lm, original, changed), what_blocks_read(local, original, changed)
+    numbers = ["input_change", "output_change", "held_output_change"]
+    assert len(jobs) == 5 and got.drop(columns=numbers).equals(expected.drop(columns=numbers))
+    assert np.abs(got[numbers].to_numpy() - expected[numbers].to_numpy()).max() <= TOLERANCE
+    assert (got[got["block"] == "mlp"]["held_output_change"] == 0).all()  # the demonstration holds remotely too
+    assert lm.remote.last.bytes_received == reads_bytes(local.num_layers)
     assert hook_state(local.model) == hooks
 
 
@@ -157,9 +169,11 @@ def test_cause_bytes_405b():
     assert 12 * 8 < drops < 4096
     contributions, top = blocks_bytes(lm, LECTURE_TOKENS), blocks_bytes(lm, LECTURE_TOKENS, k=30)
     assert 253 * 13 * 8 < contributions < 253 * 13 * 8 + 4096  # (P, T) sizes and (P,) effects, float64
-    assert 253 * 2 * 30 * 12 < top < 253 * 2 * 30 * 12 + 4096 and top <= PAGE_BUDGET  # the page's largest k
+    assert contributions + 253 * 2 * 30 * 12 < top < contributions + 253 * 2 * 30 * 12 + 4096  # the page's largest k
+    assert top <= PAGE_BUDGET and reads_bytes(lm.num_layers) < 126 * 6 * 8 + 2048
     print(f"Llama-3.1-405B: activation patching page {grid:,} bytes per site, occlusion {drops:,} bytes, "
-          f"block contributions {contributions:,} bytes, block token effects (k = 30) {top:,} bytes")
+          f"block contributions {contributions:,} bytes, block writes page (k = 30) {top:,} bytes, "
+          f"what blocks read {reads_bytes(lm.num_layers):,} bytes")
 
 
 # ---------------------------------------------------------------- the pages, model A simulated
@@ -228,3 +242,32 @@ def test_input_tokens_page_runs_a_remote_model(page_folder, jobs):
         "Occlusion", "Gradient × input"}
     same_scores(got, expected)
     assert "input_tokens_shaded_occlusion" in items and "input_tokens_shaded_grad_x_input" in items
+
+
+@pytest.mark.app
+def test_block_writes_page_runs_a_remote_model(page_folder, jobs):
+    """A simulated: its write sizes, direct effects, token lists and the held-input demonstration are core's
+    local numbers; the contributions and token lists come from ONE job, the demonstration from a second."""
+    from tests.apptest import assert_clean, run_page
+
+    query = {"a": page_folder, "place_a": "remote", "ndif_a": "local", "bw_prompt": PROMPT, "bw_target": ""}
+    app = run_page("views/cause/block_writes.py", query=query)
+    assert_clean(app)
+    assert not app.error and len(jobs) == 2 and all(job.stats.outcome == "completed" for job in jobs)
+    local = load_model(page_folder, device="cpu")
+    items = _items(app)
+    expected = block_contributions(local, PROMPT)
+    for block in ("attn", "mlp"):
+        got, own = items[f"block_write_sizes_{block}_A"].table, expected[expected["block"] == block]
+        np.testing.assert_allclose(got["norm"].to_numpy(float), own["norm"].to_numpy(float), atol=TOLERANCE)
+    last = expected[expected["position"] == expected["position"].max()]
+    np.testing.assert_allclose(items["block_logit_effects_A"].table["logit_effect"].to_numpy(float),
+                               last["logit_effect"].to_numpy(float), atol=TOLERANCE)
+    shown = items["block_token_effects_A"].table
+    effects = block_token_effects(local, PROMPT, k=10)
+    assert shown.drop(columns="logit_effect").reset_index(drop=True).equals(
+        effects.loc[shown.index].drop(columns="logit_effect").reset_index(drop=True))
+    reads = what_blocks_read(local, "The apple is green. What color is the apple?",
+                             "The apple is red. What color is the apple?")
+    np.testing.assert_allclose(items["what_blocks_read_A"].table["held_output_change"].to_numpy(float),
+                               reads["held_output_change"].to_numpy(float), atol=TOLERANCE)

@@ -28,6 +28,23 @@ def row0(output, length: int) -> torch.Tensor:
     return hidden.reshape(-1, length, hidden.shape[-1])[0].to(torch.float64, copy=True)
 
 
+def first(output):
+    """A module's output as a tensor: its first element when it returns a tuple."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def at_position(hidden: torch.Tensor, position: int, length: int) -> torch.Tensor:
+    """One token's vector in the first row as a float64 copy: hidden (1, T, H) or (T, H) -> (H,)."""
+    return hidden.reshape(-1, length, hidden.shape[-1])[0, position].to(torch.float64, copy=True)
+
+
+def put_at(hidden: torch.Tensor, position: int, length: int, value: torch.Tensor) -> torch.Tensor:
+    """A copy of `hidden` with the first row's vector at `position` set to `value` (H,) (what_blocks_read's hold)."""
+    hidden = hidden.clone()
+    hidden.view(-1, length, hidden.shape[-1])[0, position] = value.to(device=hidden.device, dtype=hidden.dtype)
+    return hidden
+
+
 def frozen_scale(x_last: torch.Tensor, centred: bool, eps: float) -> torch.Tensor:
     """The final norm's divisor at the real run's last position: x_last (H,) -> () float64."""
     x = centre(x_last.double(), centred)
@@ -93,3 +110,14 @@ def top_effects(normed: torch.Tensor, head_weight: torch.Tensor, project_out: to
     up, up_ids = torch.topk(effects, k, dim=-1)
     down, down_ids = torch.topk(effects, k, dim=-1, largest=False)
     return {"up_ids": up_ids, "up": up, "down_ids": down_ids, "down": down}
+
+
+def read_changes(original: dict, altered: dict, held: dict, layers: int) -> torch.Tensor:
+    """what_blocks_read's numbers from three runs' kept vectors ({(layer, block, "in"/"out"): [(H,)]}):
+    (layers, 2 blocks attn/mlp, 3) float64 = input change, output change, output change with the input held."""
+    def change(run, layer, block, kind):
+        return (run[layer, block, kind][0] - original[layer, block, kind][0]).norm()
+
+    return torch.stack([torch.stack([torch.stack([change(altered, layer, block, "in"), change(altered, layer, block, "out"),
+                                                  change(held, layer, block, "out")]) for block in ("attn", "mlp")])
+                        for layer in range(layers)])

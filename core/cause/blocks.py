@@ -177,29 +177,41 @@ def block_contributions(lm: LoadedModel, prompt: str, *, target: str | None = No
     model's own logit for the target before any soft-capping (attrs["logit"]). `target`: a string meaning
     its first token; default the model's own top next token. attrs: model, target, target_id, logit, notes.
     """
-    notes = [FROZEN_NOTE]
-    target_id = None
-    if target is not None:
-        target_id, note = first_token(lm, target, "target")
-        notes += [note] if note else []
+    notes, target_id = _target(lm, target)
     if getattr(lm, "remote", None) is not None:
         names, tokens, got = _remote_blocks(lm, prompt, target_id)
-        sizes, effects, logit = got["norm"], got["logit_effect"], float(got["logit"])
-        bias = float(got["bias"]) if _has_bias(lm) else None
-        target_id = int(got["target"]) if target_id is None else target_id
-    else:
-        writes = block_writes(lm, prompt)
-        names, tokens = writes.names, writes.tokens
-        target_id = int(writes.last_logits.argmax()) if target_id is None else target_id
-        frozen = frozen_final_norm(lm, writes.final_input[-1], writes.final_output)
-        direction = torch.from_numpy(_head_rows(lm, [target_id])[0])  # (H,)
-        numbers = shared.block_numbers(torch.from_numpy(writes.parts),
-                                       torch.from_numpy(frozen.apply(writes.parts[:, -1])), direction)
-        effects, sizes = numbers["logit_effect"].numpy(), numbers["norm"].numpy()  # (parts,), (parts, T)
-        bias = _bias_term(lm, frozen, target_id)
-        logit = _own_logit(lm, writes.final_input[-1:], target_id)
+        return _remote_contributions(lm, names, tokens, got, target_id, notes)
+    writes = block_writes(lm, prompt)
+    target_id = int(writes.last_logits.argmax()) if target_id is None else target_id
+    frozen = frozen_final_norm(lm, writes.final_input[-1], writes.final_output)
+    direction = torch.from_numpy(_head_rows(lm, [target_id])[0])  # (H,)
+    numbers = shared.block_numbers(torch.from_numpy(writes.parts),
+                                   torch.from_numpy(frozen.apply(writes.parts[:, -1])), direction)
+    return _contribution_table(lm, writes.names, writes.tokens, numbers["norm"].numpy(),
+                               numbers["logit_effect"].numpy(), _bias_term(lm, frozen, target_id), target_id,
+                               _own_logit(lm, writes.final_input[-1:], target_id), notes, target is None)
+
+
+def _target(lm: LoadedModel, target: str | None) -> tuple[list[str], int | None]:
+    notes = [FROZEN_NOTE]
     if target is None:
-        notes.append(f"The target is {lm.name}'s own top next token, {display_token(lm, target_id)!r}.")
+        return notes, None
+    target_id, note = first_token(lm, target, "target")
+    return notes + ([note] if note else []), target_id
+
+
+def _remote_contributions(lm, names, tokens, got: dict, target_id: int | None, notes: list[str]) -> pd.DataFrame:
+    bias = float(got["bias"]) if _has_bias(lm) else None
+    own = target_id is None
+    target_id = int(got["target"]) if own else target_id
+    return _contribution_table(lm, names, tokens, got["norm"], got["logit_effect"], bias, target_id,
+                               float(got["logit"]), notes, own)
+
+
+def _contribution_table(lm, names, tokens, sizes, effects, bias, target_id, logit, notes, own) -> pd.DataFrame:
+    """block_contributions's table from the per-part sizes (P, T) and last-position effects (P,)."""
+    if own:
+        notes = notes + [f"The target is {lm.name}'s own top next token, {display_token(lm, target_id)!r}."]
     T = len(tokens)
     rows = []
     for (layer, block), size, effect in zip(names, sizes, effects):
@@ -253,7 +265,7 @@ def block_token_effects(lm: LoadedModel, prompt: str, *, k: int = 10) -> pd.Data
         raise ValueError("k must be a whole number of at least 1.")
     if getattr(lm, "remote", None) is not None:
         names, _, top = _remote_blocks(lm, prompt, None, min(k, lm.vocab_size))
-        rows = effect_rows(lm, names, top)
+        rows = effect_rows(lm, names, top)  # the contributions of the same run are left unread
     else:
         writes = block_writes(lm, prompt)
         frozen = frozen_final_norm(lm, writes.final_input[-1], writes.final_output)
@@ -265,3 +277,19 @@ def block_token_effects(lm: LoadedModel, prompt: str, *, k: int = 10) -> pd.Data
     table = pd.DataFrame(rows, columns=["layer", "block", "direction", "rank", "token_id", "token", "logit_effect"])
     table.attrs.update(model=lm.name, notes=[FROZEN_NOTE])
     return table
+
+
+def block_page(lm: LoadedModel, prompt: str, *, target: str | None = None, k: int = 10) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What the Block writes page shows of one prompt: (block_contributions, block_token_effects). A remote
+    model computes both from ONE run, in one job; a local one runs each as before."""
+    if getattr(lm, "remote", None) is None:
+        return block_contributions(lm, prompt, target=target), block_token_effects(lm, prompt, k=k)
+    k = whole_number(k)
+    if k is None or k < 1:
+        raise ValueError("k must be a whole number of at least 1.")
+    notes, target_id = _target(lm, target)
+    names, tokens, got = _remote_blocks(lm, prompt, target_id, min(k, lm.vocab_size))
+    effects = pd.DataFrame(effect_rows(lm, names, got),
+                           columns=["layer", "block", "direction", "rank", "token_id", "token", "logit_effect"])
+    effects.attrs.update(model=lm.name, notes=[FROZEN_NOTE])
+    return _remote_contributions(lm, names, tokens, got, target_id, notes), effects

@@ -11,11 +11,11 @@ had in the original run:
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import torch
 
-from core.cause.inputs import by_position, encoded_prompt, ids_tensor, last_logits
+import core.cause.block_reduce as shared
+from core.cause.inputs import encoded_prompt, ids_tensor, last_logits
 from core.model.errors import whole_number
 from core.model.hooks import hooked
 from core.model.loaded import LoadedModel
@@ -26,9 +26,8 @@ def _at(position: int, length: int, kept: list, replace: list | None = None):
     """An edit that keeps hidden[0, position]; with `replace`, first sets it to replace[0]."""
     def edit(hidden: torch.Tensor) -> torch.Tensor:  # (1, T, hidden), or (T, hidden) in OPT's MLP
         if replace is not None:
-            hidden = hidden.clone()
-            by_position(hidden, length)[0, position] = replace[0]
-        kept.append(by_position(hidden, length)[0, position].detach().double().cpu().clone())
+            hidden = shared.put_at(hidden, position, length, replace[0])
+        kept.append(shared.at_position(hidden.detach(), position, length).cpu())
         return hidden
 
     return edit
@@ -71,16 +70,17 @@ def what_blocks_read(lm: LoadedModel, prompt: str, changed_prompt: str, *, posit
     if position is None or not changed[0] < position < len(ids):
         raise ValueError(f"Choose a token after the first changed one (position {changed[0] + 1} … "
                          f"{len(ids) - 1}).")
-    original = _run(lm, ids, position)
-    altered = _run(lm, changed_ids, position)
-    held = _run(lm, changed_ids, position, held=original)
-    rows = []
-    for layer in range(lm.num_layers):
-        for block in ("attn", "mlp"):
-            def change(run, kind):
-                return float(np.linalg.norm(run[layer, block, kind][0] - original[layer, block, kind][0]))
+    if getattr(lm, "remote", None) is not None:  # the three runs in one job (core.remote.cause_blocks)
+        from core.remote.cause_blocks import reads_job
 
-            rows.append((layer, block, change(altered, "in"), change(altered, "out"), change(held, "out")))
+        changes = reads_job(lm, ids, changed_ids, position)  # (layers, 2, 3)
+    else:
+        original = _run(lm, ids, position)
+        altered = _run(lm, changed_ids, position)
+        held = _run(lm, changed_ids, position, held=original)
+        changes = shared.read_changes(original, altered, held, lm.num_layers).numpy()
+    rows = [(layer, block, *map(float, changes[layer, b])) for layer in range(lm.num_layers)
+            for b, block in enumerate(("attn", "mlp"))]
     table = pd.DataFrame(rows, columns=["layer", "block", "input_change", "output_change", "held_output_change"])
     table.attrs.update(model=lm.name, position=position, token=display_token(lm, ids[position]),
                        changed_positions=changed, num_layers=lm.num_layers)

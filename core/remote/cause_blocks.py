@@ -9,8 +9,10 @@ core.cause.block_reduce (shipped by value, nnsight.register): the frozen final n
 - block_contributions: every part's write size (P, T) and direct effect on the target (P,) in float64,
   the bias term, the model's own logit and the target id: 28,761 bytes for Llama-3.1-405B (253 parts)
   on the lecture's 12 tokens (tests/test_remote_cause.py);
-- block_token_effects: per part the k promoted and k suppressed token ids and effects (P, k) each:
-  184,349 bytes at the page's largest k, 30.
+- with them, for the Block writes page (core.cause.blocks.block_page) and block_token_effects, per part
+  the k promoted and k suppressed token ids and effects (P, k) each, of the same run: 211,785 bytes with
+  the contributions at the page's largest k, 30;
+- what_blocks_read: its three runs in one session, (layers, 2, 3) float64 back: 7,593 bytes for 405B.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ def blocks_job(lm: RemoteLoadedModel, ids: list[int], target_id: int | None, *, 
                chunk: int = 16_384) -> dict[str, np.ndarray]:
     """Take the run of token `ids` (T,) apart where `lm` runs; target_id None: the model's own top next token.
 
-    k None: block_contributions's numbers (norm (P, T), logit_effect (P,), bias (), logit (), target ());
-    k given: top_effects's (P, k) ids and effects. Raises RemoteError with a plain message.
+    block_contributions's numbers (norm (P, T), logit_effect (P,), bias (), logit (), target ()), and with k
+    also top_effects's (P, k) ids and effects of the same run. Raises RemoteError with a plain message.
     """
     nnsight = shipping(shared)
     rm = lm.remote
@@ -72,15 +74,14 @@ def blocks_job(lm: RemoteLoadedModel, ids: list[int], target_id: int | None, *, 
                                                  centred, scale)
                 normed = shared.frozen_apply(stack[:, -1], weight, centred, scale)  # (P, H)
                 out_weight = project_out.weight if project_out is not None else None
-                if k is None:
-                    direction = shared.head_rows(head.weight, target.reshape(1), out_weight, multiplier)[0]  # (H,)
-                    values = shared.block_numbers(stack, normed, direction)
-                    values["bias"] = shared.bias_term(direction, norm_bias, head.bias if has["head_bias"] else None,
-                                                      target, multiplier)
-                    values["logit"] = own[target].double() * multiplier
-                    values["target"] = target.clone()
-                else:
-                    values = shared.top_effects(normed.float(), head.weight, out_weight, multiplier, k, chunk)
+                direction = shared.head_rows(head.weight, target.reshape(1), out_weight, multiplier)[0]  # (H,)
+                values = shared.block_numbers(stack, normed, direction)
+                values["bias"] = shared.bias_term(direction, norm_bias, head.bias if has["head_bias"] else None,
+                                                  target, multiplier)
+                values["logit"] = own[target].double() * multiplier
+                values["target"] = target.clone()
+                if k is not None:  # the same run's top tokens of every part, for the same page
+                    values.update(shared.top_effects(normed.float(), head.weight, out_weight, multiplier, k, chunk))
                 result = nnsight.save({name: value.cpu() for name, value in values.items()})
         if rm.target.is_simulation:  # nothing crossed a wire: measure what NDIF would have sent
             size = result_bytes({"blocks": result})
@@ -91,17 +92,62 @@ def blocks_job(lm: RemoteLoadedModel, ids: list[int], target_id: int | None, *, 
     return {name: value.numpy() for name, value in rm.run(job, work).items()}
 
 
+def reads_job(lm: RemoteLoadedModel, ids: list[int], changed_ids: list[int], position: int) -> np.ndarray:
+    """what_blocks_read's three runs (original, changed, changed with every sub-block's input at `position`
+    held at the original's) as one job; only the (layers, 2, 3) float64 changes come back."""
+    nnsight = shipping(shared)
+    rm = lm.remote
+    nn = rm.nn
+    sites = []
+    for layer in range(lm.num_layers):
+        sub = lm.parts.sub_blocks(layer)
+        sites.append([(block, _envoy(rm, reads), _envoy(rm, writes))
+                      for block, reads, writes in (("attn", sub.attn_reads, sub.attn_writes),
+                                                   ("mlp", sub.mlp_reads, sub.mlp_writes))])
+    T = len(ids)
+    keep = {name: torch.tensor([T - 1]) for name in last_logits_only(lm, T)}
+    job = rm.new_job(f"what blocks read, {T} tokens, 3 runs")
+
+    def work():
+        with nn.session(backend=rm.backend(job)):
+            runs = []
+            for run_ids, hold in ((ids, False), (changed_ids, False), (changed_ids, True)):
+                seen = {}
+                with nn.trace(torch.tensor([run_ids]), use_cache=False, **keep):
+                    for layer, blocks in enumerate(sites):  # in forward order: reads' input, then writes' output
+                        for block, reads, writes in blocks:
+                            given = reads.input
+                            if hold:
+                                given = shared.put_at(given, position, T, runs[0][layer, block, "in"][0])
+                                reads.input = given
+                            seen[layer, block, "in"] = [shared.at_position(given, position, T)]
+                            seen[layer, block, "out"] = [shared.at_position(shared.first(writes.output), position, T)]
+                runs.append(seen)
+            result = nnsight.save(shared.read_changes(*runs, len(sites)).cpu())  # (layers, 2, 3)
+        if rm.target.is_simulation:
+            size = result_bytes({"blocks": result})
+            job.check_bytes(size)
+            job.stats.bytes_received = size
+        return result
+
+    return rm.run(job, work).numpy()
+
+
+def reads_bytes(layers: int) -> int:
+    """Bytes a reads job brings back: (layers, 2, 3) float64."""
+    return result_bytes({"blocks": torch.zeros(layers, 2, 3, dtype=torch.float64)})
+
+
 def blocks_bytes(lm, tokens: int, k: int | None = None) -> int:
     """Bytes a blocks job brings back, its reduction run on meta tensors of the captured shapes (`lm` may be
-    on the meta device): the contributions (k None) or every part's top k both ways."""
+    on the meta device): the contributions, and with k every part's top k both ways."""
     H, P, V = lm.parts.layout.hidden_size, 1 + 2 * lm.num_layers, lm.vocab_size
     stack = torch.empty(P, int(tokens), H, device="meta", dtype=torch.float64)  # (P, T, H)
     normed = torch.empty(P, H, device="meta", dtype=torch.float64)
-    if k is None:
-        values = shared.block_numbers(stack, normed, torch.empty(H, device="meta", dtype=torch.float64))
-        values.update(bias=torch.empty((), dtype=torch.float64, device="meta"),
-                      logit=torch.empty((), dtype=torch.float64, device="meta"),
-                      target=torch.empty((), dtype=torch.int64, device="meta"))
-    else:
-        values = shared.top_effects(normed.float(), torch.empty(V, H, device="meta"), None, 1.0, k, V)
+    values = shared.block_numbers(stack, normed, torch.empty(H, device="meta", dtype=torch.float64))
+    values.update(bias=torch.empty((), dtype=torch.float64, device="meta"),
+                  logit=torch.empty((), dtype=torch.float64, device="meta"),
+                  target=torch.empty((), dtype=torch.int64, device="meta"))
+    if k is not None:
+        values.update(shared.top_effects(normed.float(), torch.empty(V, H, device="meta"), None, 1.0, k, V))
     return result_bytes({"blocks": {name: torch.zeros(v.shape, dtype=v.dtype) for name, v in values.items()}})

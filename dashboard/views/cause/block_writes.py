@@ -8,7 +8,6 @@ import cause_ui
 import export
 import ui
 from charts.cause import block_label, depth_heatmap, logit_waterfall, reads_chart, token_effect_bars
-from core import block_contributions, block_token_effects, what_blocks_read
 
 PREFIX = "bw"
 PRESETS = {
@@ -47,19 +46,21 @@ if not prompt.strip():
 target_arg = cause_ui.optional(target)
 
 
-@st.cache_data(max_entries=64, show_spinner="Taking the residual stream apart…")
-def contributions_for(key, prompt: str, target) -> pd.DataFrame:
-    return block_contributions(ui.cached_model(key), prompt, target=target)
+asked = cause_ui.Asked()  # a remote model's numbers are one job per analysis; a failed one is sent once per run
+K_KEY, K_RANGE = f"{PREFIX}_k", (1, 30)
+shown_k = cause_ui.pending_number(K_KEY, 10, *K_RANGE)  # read here: a remote model's token lists come with its contributions
 
 
-@st.cache_data(max_entries=64, show_spinner="Finding the tokens each block pushes…")
-def token_effects_for(key, prompt: str, k: int) -> pd.DataFrame:
-    return block_token_effects(ui.cached_model(key), prompt, k=k)
+def contributions_for(slot) -> pd.DataFrame:
+    if cause_ui.is_remote(slot):
+        return asked(cause_ui.blocks_remote, slot.key, prompt, target_arg, shown_k)[0]
+    return asked(cause_ui.contributions, slot.key, prompt, target_arg)
 
 
-@st.cache_data(max_entries=64, show_spinner="Running both prompts three times…")
-def reads_for(key, original: str, changed: str) -> pd.DataFrame:
-    return what_blocks_read(ui.cached_model(key), original, changed)
+def token_effects_for(slot, k: int) -> pd.DataFrame:
+    if cause_ui.is_remote(slot):
+        return asked(cause_ui.blocks_remote, slot.key, prompt, target_arg, k)[1]
+    return asked(cause_ui.token_effects, slot.key, prompt, k)
 
 
 def last_position(table: pd.DataFrame) -> pd.DataFrame:
@@ -76,7 +77,7 @@ log_scale = st.toggle("Log colour scale", value=True, key=f"{PREFIX}_log")
 
 
 def sizes(slot) -> None:
-    table = contributions_for(slot.key, prompt, target_arg)
+    table = contributions_for(slot)
     for block, title in (("attn", "Attention"), ("mlp", "MLP")):
         part = table[table["block"] == block]
         st.markdown(f"**{title}: size of the write**")
@@ -101,7 +102,7 @@ st.markdown("At the last token, each block's write is carried straight to the ou
 
 
 def effects(slot) -> None:
-    table = contributions_for(slot.key, prompt, target_arg)
+    table = contributions_for(slot)
     attrs = table.attrs
     last = last_position(table)
     total = float(last["logit_effect"].sum())
@@ -123,17 +124,17 @@ st.header("Which tokens a block pushes up and down")
 st.markdown("The same direct effect, computed for **every** token of the vocabulary: the tokens whose score one "
             "block's write (at the last token) raises most, and those it lowers most. Pick a block; the default is "
             "the block with the largest effect on the answer above.")
-k = ui.number_input("Tokens in each list", key=f"{PREFIX}_k", default=10, min_value=1, max_value=30)
+k = ui.number_input("Tokens in each list", key=K_KEY, default=10, min_value=K_RANGE[0], max_value=K_RANGE[1])
 
 
 def token_effects(slot) -> None:
-    last = last_position(contributions_for(slot.key, prompt, target_arg))
+    last = last_position(contributions_for(slot))
     last = last[last["block"] != "bias"]
     labels = [block_label(l, b) for l, b in zip(last["layer"], last["block"])]
     best = labels[int(last["logit_effect"].abs().to_numpy().argmax())]
     picked = ui.selectbox("Block", labels, key=f"{PREFIX}_block_{slot.label.lower()}", default=best)
     layer, block = last.iloc[labels.index(picked)][["layer", "block"]]
-    table = token_effects_for(slot.key, prompt, k)
+    table = token_effects_for(slot, k)
     part = table[(table["layer"] == layer) & (table["block"] == block)]
     export.show_chart(token_effect_bars(part), f"block_token_effects_{slot.label}", table=part,
                       settings={"block": picked, "k": k}, width="stretch")
@@ -171,7 +172,7 @@ if not original.strip() or not changed.strip():
 
 
 def reads(slot) -> None:
-    table = reads_for(slot.key, original, changed)
+    table = asked(cause_ui.reads, slot.key, original, changed)
     attrs = table.attrs
     held = table.groupby("block")["held_output_change"].max()
     changed_at = ", ".join(map(str, attrs["changed_positions"]))
