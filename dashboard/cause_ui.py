@@ -16,6 +16,7 @@ import streamlit as st
 import ui
 from core import activation_patching, block_contributions, block_token_effects, token_attribution, what_blocks_read
 from core.cause.blocks import block_page
+from core.cause.patching import patching_sites
 
 REMOTE_GRADIENT = ("Model {label} runs remotely: {method} needs a backward pass through the model, which the "
                    "dashboard does not yet run on NDIF. Shown instead: {exact}, which runs there as one job.")
@@ -70,6 +71,12 @@ def optional(text: str) -> str | None:
 def patching(key: ui.ModelKey, clean: str, corrupted: str, answer, foil, site: str, method: str) -> pd.DataFrame:
     return activation_patching(ui.cached_model(key), clean, corrupted, answer=answer, foil=foil, site=site,
                                method=method)
+
+
+@st.cache_data(max_entries=64, show_spinner="Waiting for the remote model: every cell is patched where it runs…")
+def patching_remote(key: ui.ModelKey, clean: str, corrupted: str, answer, foil, sites: tuple) -> dict[str, pd.DataFrame]:
+    """A remote model's exact grids of every site the page shows, from ONE job (core.cause.patching.patching_sites)."""
+    return patching_sites(ui.cached_model(key), clean, corrupted, answer=answer, foil=foil, sites=sites)
 
 
 @st.cache_data(max_entries=64, show_spinner="Scoring every input token…")

@@ -17,6 +17,7 @@ import pytest
 from core import (activation_patching, block_contributions, block_token_effects, load_model, run_trace,
                   token_attribution, what_blocks_read)
 from core.cause.blocks import block_page
+from core.cause.patching import patching_sites
 from core.cause.attribution import ROWS_PER_FORWARD
 from core.cause.patching import MAX_ROWS_PER_FORWARD, SITES
 from core.remote.budget import LECTURE_TOKENS, PAGE_BUDGET, llama_405b_config, meta_model
@@ -71,6 +72,12 @@ def test_simulated_cause_is_the_local_cause(folders, monkeypatch, kind):
             assert len(jobs) == count + 1 and jobs[-1].stats.outcome == "completed"
             same_patching(got, expected)
             assert lm.remote.last.bytes_received == patching_bytes(local, T, MAX_ROWS_PER_FORWARD)
+    count = len(jobs)
+    every = patching_sites(lm, CLEAN, CORRUPTED, foil=" red")  # the page's "All three": one job
+    assert len(jobs) == count + 1 and list(every) == list(SITES)
+    for site, table in every.items():
+        same_patching(table, activation_patching(local, CLEAN, CORRUPTED, foil=" red", site=site))
+    assert lm.remote.last.bytes_received == patching_bytes(local, T, MAX_ROWS_PER_FORWARD, sites=3)
     for target in (None, " green"):
         count = len(jobs)
         same_attribution(token_attribution(lm, PROMPT, target=target), token_attribution(local, PROMPT, target=target))
@@ -164,6 +171,8 @@ def test_cause_bytes_405b():
     lm = meta_model(llama_405b_config())
     assert (lm.num_layers, lm.vocab_size) == (126, 128_256)
     grid = patching_bytes(lm, LECTURE_TOKENS, MAX_ROWS_PER_FORWARD)
+    every = patching_bytes(lm, LECTURE_TOKENS, MAX_ROWS_PER_FORWARD, sites=3)
+    assert 3 * 126 * 12 * 8 < every < 3 * 126 * 12 * 8 + 4096 and every <= PAGE_BUDGET
     drops = occlusion_bytes(lm, LECTURE_TOKENS, ROWS_PER_FORWARD)
     assert 126 * 12 * 8 < grid < 126 * 12 * 8 + 4096 and grid <= PAGE_BUDGET
     assert 12 * 8 < drops < 4096
@@ -171,7 +180,7 @@ def test_cause_bytes_405b():
     assert 253 * 13 * 8 < contributions < 253 * 13 * 8 + 4096  # (P, T) sizes and (P,) effects, float64
     assert contributions + 253 * 2 * 30 * 12 < top < contributions + 253 * 2 * 30 * 12 + 4096  # the page's largest k
     assert top <= PAGE_BUDGET and reads_bytes(lm.num_layers) < 126 * 6 * 8 + 2048
-    print(f"Llama-3.1-405B: activation patching page {grid:,} bytes per site, occlusion {drops:,} bytes, "
+    print(f"Llama-3.1-405B: activation patching page {grid:,} bytes (one site), {every:,} (all three), occlusion {drops:,} bytes, "
           f"block contributions {contributions:,} bytes, block writes page (k = 30) {top:,} bytes, "
           f"what blocks read {reads_bytes(lm.num_layers):,} bytes")
 
@@ -221,6 +230,15 @@ def test_activation_patching_page_runs_a_remote_model(page_folder, jobs):
     items = _items(app)
     assert "patching_resid_attribution_A" not in items and "patching_resid_attribution_B" in items
     same_scores(items["patching_resid_exact_A"].table, expected)
+
+    app.selectbox(key="ap_method").set_value("exact")
+    app.selectbox(key="ap_site").set_value("all").run()  # every site of A in one more job
+    assert_clean(app)
+    assert not app.error and len(jobs) == 2 and jobs[-1].stats.outcome == "completed"
+    local = load_model(page_folder, device="cpu")
+    for site in SITES:
+        same_scores(_items(app)[f"patching_{site}_exact_A"].table,
+                    activation_patching(local, CLEAN, CORRUPTED, foil=" red", site=site))
 
 
 @pytest.mark.app

@@ -228,37 +228,49 @@ def activation_patching(lm: LoadedModel, clean: str, corrupted: str, *, answer: 
     residual stream. method "exact" or "attribution". attrs: model, site, method, answer, foil, answer_id,
     foil_id, m_clean, m_corrupted, differing_positions, notes.
     """
+    return patching_sites(lm, clean, corrupted, answer=answer, foil=foil, sites=(site,), method=method,
+                          progress=progress)[site]
+
+
+def patching_sites(lm: LoadedModel, clean: str, corrupted: str, *, answer: str | None = None,
+                   foil: str | None = None, sites=SITES, method: str = "exact",
+                   progress: Progress | None = None) -> dict[str, pd.DataFrame]:
+    """activation_patching's table for each of `sites` (the page's "All three"): a remote model runs every
+    site's grid in ONE job; a local one runs each site as activation_patching does."""
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}: choose 'exact' or 'attribution'.")
-    if site not in SITES:
-        raise ValueError(f"Unknown site {site!r}: choose one of {', '.join(SITES)}.")
+    for site in sites:
+        if site not in SITES:
+            raise ValueError(f"Unknown site {site!r}: choose one of {', '.join(SITES)}.")
     clean_ids, corrupted_ids, differing = check_pair(lm, clean, corrupted)
     if getattr(lm, "remote", None) is not None:
-        grid, m_clean, m_corrupted, answer_id, foil_id, notes = _remote_grid(
-            lm, site, method, clean_ids, corrupted_ids, answer, foil)
+        grids, answer_id, foil_id, notes = _remote_grids(lm, sites, method, clean_ids, corrupted_ids, answer, foil)
     else:
         answer_id, foil_id, notes = _answer_and_foil(lm, clean_ids, corrupted_ids, answer, foil)
         grid_of = _exact_grid if method == "exact" else _attribution_grid
-        grid, m_clean, m_corrupted = grid_of(lm, site, clean_ids, corrupted_ids, answer_id, foil_id, progress)
-    layers, positions = grid.shape  # (layers, T)
+        grids = {site: grid_of(lm, site, clean_ids, corrupted_ids, answer_id, foil_id, progress) for site in sites}
     clean_tokens = [display_token(lm, i) for i in clean_ids]
     corrupted_tokens = [display_token(lm, i) for i in corrupted_ids]
-    table = pd.DataFrame({
-        "layer": np.repeat(np.arange(layers), positions),
-        "position": np.tile(np.arange(positions), layers),
-        "token": clean_tokens * layers,
-        "corrupted_token": corrupted_tokens * layers,
-        "score": grid.reshape(-1),
-    })
-    table.attrs.update(model=lm.name, site=site, method=method, answer=display_token(lm, answer_id),
-                       foil=display_token(lm, foil_id), answer_id=answer_id, foil_id=foil_id, m_clean=m_clean,
-                       m_corrupted=m_corrupted, differing_positions=differing, notes=notes,
-                       num_layers=lm.num_layers)
-    return table
+    tables = {}
+    for site, (grid, m_clean, m_corrupted) in grids.items():
+        layers, positions = grid.shape  # (layers, T)
+        table = pd.DataFrame({
+            "layer": np.repeat(np.arange(layers), positions),
+            "position": np.tile(np.arange(positions), layers),
+            "token": clean_tokens * layers,
+            "corrupted_token": corrupted_tokens * layers,
+            "score": grid.reshape(-1),
+        })
+        table.attrs.update(model=lm.name, site=site, method=method, answer=display_token(lm, answer_id),
+                           foil=display_token(lm, foil_id), answer_id=answer_id, foil_id=foil_id, m_clean=m_clean,
+                           m_corrupted=m_corrupted, differing_positions=differing, notes=notes,
+                           num_layers=lm.num_layers)
+        tables[site] = table
+    return tables
 
 
-def _remote_grid(lm, site, method, clean_ids, corrupted_ids, answer, foil):
-    """The exact grid of a remote model, as one job (core.remote.cause): the same cells, edits and metric."""
+def _remote_grids(lm, sites, method, clean_ids, corrupted_ids, answer, foil):
+    """Every site's exact grid of a remote model in ONE job (core.remote.cause): the same cells, edits and metric."""
     from core.remote.cause import GRADIENT_NOTE, patching_job
 
     if method != "exact":
@@ -267,12 +279,14 @@ def _remote_grid(lm, site, method, clean_ids, corrupted_ids, answer, foil):
     answer_id, foil_id = _named(lm, answer, "answer", notes), _named(lm, foil, "foil", notes)
     if answer_id is not None and foil_id is not None:
         _defaults(lm, answer_id, foil_id, None, [])  # two typed tokens that are one: refused before any job
-    got = patching_job(lm, site_modules(lm, site), site == "resid", clean_ids, corrupted_ids, answer_id, foil_id,
-                       MAX_ROWS_PER_FORWARD)
+    got = patching_job(lm, [(site_modules(lm, site), site == "resid") for site in sites], clean_ids, corrupted_ids,
+                       answer_id, foil_id, MAX_ROWS_PER_FORWARD)
     answer_id, foil_id = _defaults(lm, answer_id, foil_id, got.get("top"), notes)
-    m_clean, m_corrupted = float(got["m"][0]), float(got["m"][1])
-    _refuse_flat(lm, m_clean, m_corrupted, answer_id, foil_id)
-    return got["grid"], m_clean, m_corrupted, answer_id, foil_id, notes
+    grids = {}
+    for site, grid, (m_clean, m_corrupted) in zip(sites, got["grid"], got["m"]):  # (layers, T), (2,) per site
+        _refuse_flat(lm, float(m_clean), float(m_corrupted), answer_id, foil_id)
+        grids[site] = grid, float(m_clean), float(m_corrupted)
+    return grids, answer_id, foil_id, notes
 
 
 def patching_agreement(exact: pd.DataFrame, attribution: pd.DataFrame) -> float:

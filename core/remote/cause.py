@@ -2,11 +2,11 @@
 
 What runs there is what runs here (core.cause.patching, core.cause.attribution), from one description,
 core.cause.cause_reduce (shipped by value, nnsight.register):
-- exact patching: the grid's cells in batches of MAX_ROWS_PER_FORWARD patched rows (cell_chunks), one
+- exact patching: the grid's cells of every site asked (the page's "All three": one job) in batches of MAX_ROWS_PER_FORWARD patched rows (cell_chunks), one
   trace per batch in one session; each batch carries the clean run in row 0 and the corrupted run in
   row 1, and a patched row copies its value from row 0 at the same site, so the clean states never
-  leave the server. Only the (layers, T) float64 score grid and the two baseline metrics come back
-  (14,113 bytes per site for Llama-3.1-405B at 12 tokens: tests/test_remote_cause.py);
+  leave the server. Only the (sites, layers, T) float64 score grids and each site's two baseline metrics
+  come back (Llama-3.1-405B at 12 tokens: one site 14,113 bytes, all three 38,305: tests/test_remote_cause.py);
 - occlusion: the prompt in row 0, row i + 1 with hidden_states[0] zeroed at position i; only the (T,)
   drops and the real run's log p(target) come back.
 Where the answer, foil or target is not given, the model's own top tokens are found in a first trace
@@ -44,27 +44,33 @@ def _keep(lm, length: int) -> dict:
     return {name: torch.tensor([length - 1]) for name in last_logits_only(lm, length)}
 
 
-def patching_job(lm: RemoteLoadedModel, modules: list[torch.nn.Module], resid: bool, clean_ids: list[int],
+def patching_job(lm: RemoteLoadedModel, sites: list[tuple[list[torch.nn.Module], bool]], clean_ids: list[int],
                  corrupted_ids: list[int], answer_id: int | None, foil_id: int | None,
                  rows_per_forward: int) -> dict[str, np.ndarray]:
-    """Exact patching of one site (`modules`: per layer, the module whose input (resid) or output is patched).
+    """Exact patching of every site of `sites` in one job. A site: (per layer, the module whose input
+    (True: "resid") or output (False) is patched, that flag).
 
-    Returns grid (layers, T) float64, m (2,) float64 (the clean and corrupted metric) and, where the
-    answer or foil was None, top (2,) the clean and corrupted runs' top next tokens.
+    Returns grid (sites, layers, T) float64, m (sites, 2) float64 (each site's clean and corrupted metric)
+    and, where the answer or foil was None, top (2,) the clean and corrupted runs' top next tokens.
     """
     nnsight = shipping(shared)
     rm = lm.remote
     nn, root = rm.nn, rm.nn._module
-    envoys = [nn.get(module_path(root, module)) for module in modules]
     T = len(clean_ids)
-    chunks = shared.cell_chunks(len(envoys), T, rows_per_forward)
-    plan = [[(layer, torch.tensor(rows), torch.tensor(positions)) for layer, (rows, positions) in chunk.items()]
-            for chunk in chunks]
-    batches = [torch.tensor([clean_ids] + [corrupted_ids] * (shared.chunk_rows(c) - 1)) for c in chunks]  # (rows, T)
+    plans = []
+    for modules, resid in sites:
+        envoys = [nn.get(module_path(root, module)) for module in modules]
+        chunks = shared.cell_chunks(len(envoys), T, rows_per_forward)
+        edits = [[(envoys[layer], torch.tensor(rows), torch.tensor(positions))
+                  for layer, (rows, positions) in chunk.items()] for chunk in chunks]  # in forward order
+        batches = [torch.tensor([clean_ids] + [corrupted_ids] * (shared.chunk_rows(c) - 1)) for c in chunks]  # (rows, T)
+        plans.append((resid, list(zip(batches, edits)), (len(envoys), T)))
     pair = torch.tensor([clean_ids, corrupted_ids])  # (2, T)
-    keep, shape = _keep(lm, T), (len(envoys), T)
+    keep = _keep(lm, T)
     ask_top = answer_id is None or foil_id is None
-    job = rm.new_job(f"activation patching ({len(envoys)} layers x {T} tokens, {len(batches)} batches)")
+    traces = sum(len(plan) for _, plan, _ in plans)
+    job = rm.new_job(f"activation patching ({len(sites)} site(s) x {plans[0][2][0]} layers x {T} tokens, "
+                     f"{traces} batches)")
 
     def work():
         with nn.session(backend=rm.backend(job)):
@@ -75,21 +81,24 @@ def patching_job(lm: RemoteLoadedModel, modules: list[torch.nn.Module], resid: b
                     chosen["top"] = top
                     chosen["answer"] = top[0] if answer_id is None else answer_id
                     chosen["foil"] = top[1] if foil_id is None else foil_id
-            scores, baselines = [], []
-            for batch, edits in zip(batches, plan):
-                with nn.trace(batch, use_cache=False, **keep):
-                    for layer, rows, positions in edits:  # in forward order
-                        site = envoys[layer]
-                        if resid:
-                            site.input = shared.copy_from_clean(site.input, rows, positions, T)
-                        else:
-                            out = site.output
-                            site.output = shared.with_first(
-                                out, shared.copy_from_clean(shared.first(out), rows, positions, T))
-                    m = shared.metric(nn.output.logits[:, -1].float(), chosen["answer"], chosen["foil"])  # (rows,)
-                    scores.append(shared.patch_scores(m))
-                    baselines.append(m[:2].clone())  # a view would send the whole (rows,) storage
-            values = {"grid": torch.cat(scores).reshape(shape).cpu(), "m": baselines[0].cpu()}
+            grids, baselines = [], []
+            for resid, plan, shape in plans:
+                scores = []
+                for batch, edits in plan:
+                    with nn.trace(batch, use_cache=False, **keep):
+                        for site, rows, positions in edits:
+                            if resid:
+                                site.input = shared.copy_from_clean(site.input, rows, positions, T)
+                            else:
+                                out = site.output
+                                site.output = shared.with_first(
+                                    out, shared.copy_from_clean(shared.first(out), rows, positions, T))
+                        m = shared.metric(nn.output.logits[:, -1].float(), chosen["answer"], chosen["foil"])  # (rows,)
+                        scores.append(shared.patch_scores(m))
+                        if len(scores) == 1:
+                            baselines.append(m[:2])
+                grids.append(torch.cat(scores).reshape(shape))
+            values = {"grid": torch.stack(grids).cpu(), "m": torch.stack(baselines).cpu()}  # fresh: no whole storage
             if ask_top:
                 values["top"] = chosen["top"].cpu()
             result = nnsight.save(values)
@@ -139,15 +148,19 @@ def _saved_bytes(values: dict[str, torch.Tensor]) -> int:
     return result_bytes({"cause": {name: torch.zeros(v.shape, dtype=v.dtype) for name, v in values.items()}})
 
 
-def patching_bytes(lm, tokens: int, rows_per_forward: int, *, top: bool = True) -> int:
-    """Bytes a patching job of one site brings back, its reduction run on meta tensors of the captured shapes
-    (each batch's last logits, (rows, vocab)); `lm` may be on the meta device."""
-    scores, base = [], None
-    for chunk in shared.cell_chunks(lm.num_layers, int(tokens), rows_per_forward):
-        m = shared.metric(torch.empty(shared.chunk_rows(chunk), lm.vocab_size, device="meta"), 0, 1)  # (rows,)
-        scores.append(shared.patch_scores(m))
-        base = m[:2] if base is None else base
-    values = {"grid": torch.cat(scores).reshape(lm.num_layers, int(tokens)), "m": base}
+def patching_bytes(lm, tokens: int, rows_per_forward: int, *, sites: int = 1, top: bool = True) -> int:
+    """Bytes a patching job of `sites` sites brings back, its reduction run on meta tensors of the captured
+    shapes (each batch's last logits, (rows, vocab)); `lm` may be on the meta device."""
+    grids, baselines = [], []
+    for _ in range(sites):
+        scores = []
+        for chunk in shared.cell_chunks(lm.num_layers, int(tokens), rows_per_forward):
+            m = shared.metric(torch.empty(shared.chunk_rows(chunk), lm.vocab_size, device="meta"), 0, 1)  # (rows,)
+            scores.append(shared.patch_scores(m))
+            if len(scores) == 1:
+                baselines.append(m[:2])
+        grids.append(torch.cat(scores).reshape(lm.num_layers, int(tokens)))
+    values = {"grid": torch.stack(grids), "m": torch.stack(baselines)}
     if top:
         values["top"] = torch.empty(2, dtype=torch.int64, device="meta")
     return _saved_bytes(values)
