@@ -98,7 +98,7 @@ def remote_generate_ids(lm: RemoteLoadedModel, input_ids: list[int], *, max_new_
                         for _ in tracer.all():  # the prompt pass and every new token
                             block.input = sampling.add_delta(block.input, delta)
                 with tracer.invoke():  # on the whole batch, after the loop above
-                    new = nnsight.save(tracer.result[0, ids.shape[1]:])  # (new,) only the new ids
+                    new = nnsight.save(tracer.result[0, ids.shape[1]:].clone())  # (new,) a copy: a slice sends its storage
         return _measured(rm, job, new)
 
     return tuple(int(i) for i in rm.run(job, work).tolist())

@@ -125,7 +125,7 @@ def remote_continuations(lm: RemoteLoadedModel, ids: list[int], batches: list[Ba
                             for layer, rows, deltas in edits:
                                 blocks[layer].input = shared.add_rows(blocks[layer].input, deltas, rows)
                     with tracer.invoke():  # on the whole batch, after the loop above
-                        found.append(tracer.result[:, batch.shape[1]:])  # (rows, new)
+                        found.append(tracer.result[:, batch.shape[1]:].clone())  # (rows, new); a slice would send its whole storage
             result = nnsight.save(found)
         return _measured(rm, job, result)
 
@@ -165,13 +165,13 @@ def remote_pair(lm: RemoteLoadedModel, prompt: str, steer, *, max_new_tokens: in
                 with tracer.invoke(ids):
                     pass
                 with tracer.invoke():
-                    plain = tracer.result[0, ids.shape[1]:]  # (new,)
+                    plain = tracer.result[0, ids.shape[1]:].clone()  # (new,)
             with nn.generate(**options[1]) as tracer:
                 with tracer.invoke(ids):
                     for _ in tracer.all():  # an open loop: the prompt pass and every new token
                         block.input = sampling.add_delta(block.input, delta)
                 with tracer.invoke():
-                    steered = tracer.result[0, ids.shape[1]:]  # (new,)
+                    steered = tracer.result[0, ids.shape[1]:].clone()  # (new,)
             result = nnsight.save([plain, steered])
         return _measured(rm, job, result)
 
