@@ -119,9 +119,14 @@ def _forward(lm: LoadedModel, input_ids: torch.Tensor):
 
 
 def run_trace(lm: LoadedModel, prompt: str, max_tokens: int = MAX_TRACE_TOKENS) -> Trace:
-    """Run `prompt` through `lm` once and keep everything the pages read."""
+    """Run `prompt` through `lm` once and keep everything the pages read.
+
+    A remote model (core.remote) runs it as one job and sends every array back (core.remote.trace),
+    refused before sending when that passes the 64 MB a remote request may bring back.
+    """
     require_tokenizer(lm)
-    if not lm.has_weights:
+    remote = getattr(lm, "remote", None) is not None
+    if not lm.has_weights and not remote:
         raise ModelLoadError(f"{lm.name} was loaded from its config only: load its weights to run a prompt.")
     if not prompt or not prompt.strip():
         raise ValueError("The prompt is empty: type some text.")
@@ -129,6 +134,12 @@ def run_trace(lm: LoadedModel, prompt: str, max_tokens: int = MAX_TRACE_TOKENS) 
     total_tokens = len(ids)
     truncated = total_tokens > max_tokens
     ids, offsets = ids[:max_tokens], offsets[:max_tokens]
+    if remote:
+        from core.remote.trace import trace_job
+
+        arrays = trace_job(lm, ids)
+        return _trace_of(lm, prompt, ids, offsets, arrays["hidden"], arrays["attentions"], arrays["logits"],
+                         truncated, total_tokens)
 
     # lm.device is where the embedding layer computes (the first GPU of a model spread by accelerate).
     input_ids = torch.tensor([ids], device=lm.device)
@@ -142,10 +153,12 @@ def run_trace(lm: LoadedModel, prompt: str, max_tokens: int = MAX_TRACE_TOKENS) 
     readable = bool(weights) and all(w is not None for w in weights)
 
     hidden = torch.stack(entries)[:, 0].float().cpu().numpy()  # (L+1, T, H)
-    attentions = None  # (L, heads, T, T)
-    if readable:
-        attentions = _frozen(torch.stack(weights)[:, 0].to(torch.float16).cpu().numpy())
+    attentions = torch.stack(weights)[:, 0].to(torch.float16).cpu().numpy() if readable else None  # (L, heads, T, T)
     last_logits = out.logits[0, -1].float().cpu().numpy()  # (V,)
+    return _trace_of(lm, prompt, ids, offsets, hidden, attentions, last_logits, truncated, total_tokens)
+
+
+def _trace_of(lm, prompt, ids, offsets, hidden, attentions, last_logits, truncated, total_tokens) -> Trace:
     return Trace(
         model_name=lm.name,
         prompt=prompt,
@@ -153,7 +166,7 @@ def run_trace(lm: LoadedModel, prompt: str, max_tokens: int = MAX_TRACE_TOKENS) 
         tokens=tuple(display_token(lm, i) for i in ids),
         offsets=_frozen(np.asarray(offsets, dtype=np.int64).reshape(-1, 2)),
         hidden_states=_frozen(hidden),
-        attentions=attentions,
+        attentions=None if attentions is None else _frozen(attentions),
         last_logits=_frozen(last_logits),
         truncated=truncated,
         total_tokens=total_tokens,
