@@ -87,8 +87,8 @@ def remote_section(slots: list[ui.Slot]) -> None:
     if not remote:
         return
     st.header("Models on NDIF")
-    st.caption("NDIF runs the model on its GPUs through nnsight; only what a page shows comes back. "
-               "Pages that do not run remote models yet say so in the model's column.")
+    st.caption("NDIF runs the model on its GPUs through nnsight. Every page works with it: a page's work is one "
+               "request (one wait in NDIF's queue), and only what the page shows comes back.")
     for column, slot in zip(st.columns(2, gap="large"), slots):
         with column:
             rm = ui.remote_of(slot.lm)
