@@ -4,8 +4,8 @@ A remote model (core.remote: NDIF, a self-hosted NDIF, nnsight's simulation) run
 job (core.remote.cause); its results are cached on plain values (`ui.ModelKey` and the page's inputs),
 and a failed job, which st.cache_data does not keep, is kept for the run (`Asked`) so every view of it
 shows the same message in that model's column and the job is not sent again by the next view.
-The gradient modes need a backward pass, which a remote model does not run: the pages say so and show
-the exact mode instead.
+The gradient modes (attribution patching, gradient × input) run there too, their backward pass included
+(core.remote.cause_grad), one job each.
 """
 
 from __future__ import annotations
@@ -17,10 +17,6 @@ import ui
 from core import activation_patching, block_contributions, block_token_effects, token_attribution, what_blocks_read
 from core.cause.blocks import block_page
 from core.cause.patching import patching_sites
-
-REMOTE_GRADIENT = ("Model {label} runs remotely: {method} needs a backward pass through the model, which the "
-                   "dashboard does not yet run on NDIF. Shown instead: {exact}, which runs there as one job.")
-
 
 def is_remote(slot: ui.Slot) -> bool:
     return ui.remote_of(slot.lm) is not None
@@ -36,14 +32,6 @@ def ready_slots() -> list[ui.Slot]:
         else:
             ready.append(slot)
     return ready
-
-
-def runnable(slot: ui.Slot, methods: list[str], gradient: str, exact: str, names: dict[str, str]) -> list[str]:
-    """The methods this model runs: a remote model drops the gradient one (saying so) and runs the exact one."""
-    if not is_remote(slot) or gradient not in methods:
-        return methods
-    st.info(REMOTE_GRADIENT.format(label=slot.label, method=names[gradient], exact=names[exact]))
-    return [exact]
 
 
 def pending_number(key: str, default: int, min_value: int, max_value: int) -> int:
@@ -74,9 +62,12 @@ def patching(key: ui.ModelKey, clean: str, corrupted: str, answer, foil, site: s
 
 
 @st.cache_data(max_entries=64, show_spinner="Waiting for the remote model: every cell is patched where it runs…")
-def patching_remote(key: ui.ModelKey, clean: str, corrupted: str, answer, foil, sites: tuple) -> dict[str, pd.DataFrame]:
-    """A remote model's exact grids of every site the page shows, from ONE job (core.cause.patching.patching_sites)."""
-    return patching_sites(ui.cached_model(key), clean, corrupted, answer=answer, foil=foil, sites=sites)
+def patching_remote(key: ui.ModelKey, clean: str, corrupted: str, answer, foil, sites: tuple,
+                    method: str) -> dict[str, pd.DataFrame]:
+    """A remote model's grids (exact or attribution) of every site the page shows, from ONE job
+    (core.cause.patching.patching_sites)."""
+    return patching_sites(ui.cached_model(key), clean, corrupted, answer=answer, foil=foil, sites=sites,
+                          method=method)
 
 
 @st.cache_data(max_entries=64, show_spinner="Scoring every input token…")

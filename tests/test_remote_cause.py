@@ -5,8 +5,9 @@ modules hidden while it is deserialized), exact activation patching of every sit
 give the local hooks' numbers (the same cells, edits and metric: core.cause.cause_reduce) on the tiny
 Llama and Gemma 3 and the embedded SmolLM2; each call is ONE job whose bytes are the meta-device
 computation's; the model is left as it was (no hooks, a plain local run bit for bit the same). The
-gradient modes are refused for a remote model with a message naming the exact mode. For
-Llama-3.1-405B on the lecture's 12-token prompt, what a page brings back is sized on the meta device.
+gradient modes (attribution patching, gradient × input) run there too, backward pass included, one job
+each, with the local path's numbers and no gradient left on any weight. For Llama-3.1-405B on the
+lecture's 12-token prompt, what a page brings back is sized on the meta device.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from core.cause.patching import MAX_ROWS_PER_FORWARD, SITES
 from core.remote.budget import LECTURE_TOKENS, PAGE_BUDGET, llama_405b_config, meta_model
 from core.remote.cause_blocks import blocks_bytes, reads_bytes
 from core.remote.cause import occlusion_bytes, patching_bytes
+from core.remote.cause_grad import attribution_bytes, grad_x_input_bytes
 from core.remote.model import remote_model
 from tests.test_remote import folders, jobs, no_ambient_key  # noqa: F401 (fixtures)
 from tests.test_remote_lens import counted_jobs, hook_state
@@ -135,19 +137,72 @@ def test_simulated_blocks_are_the_local_blocks(folders, monkeypatch, kind):
 
 
 def test_refusals_are_the_local_ones(folders, monkeypatch):
-    """An answer equal to the foil is refused as locally (before any job where both are typed); the gradient
-    modes are refused for a remote model, naming the exact mode, and send nothing."""
+    """An answer equal to the foil is refused as locally, in both methods, before any job where both are typed."""
     local = load_model(str(folders["llama"]), device="cpu")
     lm = remote_model(local, "local")
     jobs = counted_jobs(monkeypatch, lm)
     for model in (local, lm):
-        with pytest.raises(ValueError, match="the same token"):
-            activation_patching(model, CLEAN, CORRUPTED, answer=" red", foil=" red")
-    with pytest.raises(ValueError, match="exact method"):
-        activation_patching(lm, CLEAN, CORRUPTED, answer=" green", foil=" red", method="attribution")
-    with pytest.raises(ValueError, match="occlusion"):
-        token_attribution(lm, PROMPT, method="grad_x_input")
+        for method in ("exact", "attribution"):
+            with pytest.raises(ValueError, match="the same token"):
+                activation_patching(model, CLEAN, CORRUPTED, answer=" red", foil=" red", method=method)
     assert jobs == []
+
+
+def no_weight_grads(model) -> bool:
+    return all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma3"])
+def test_simulated_gradient_modes_are_the_local_ones(folders, monkeypatch, kind):
+    """Attribution patching of every site (the foil given; the answer given) and of all three in one job, and
+    gradient × input (own and typed target) through the simulation, backward pass included = the local path,
+    ONE job per call, the bytes of the meta computation; no weight gets a .grad, even weights that ask for
+    one (as a deployment's may); no hook is left and a plain local run is bit for bit the same."""
+    local = load_model(str(folders[kind]), device="cpu")
+    before = run_trace(local, PROMPT)
+    lm = remote_model(local, "local")
+    hooks, jobs = hook_state(local.model), counted_jobs(monkeypatch, lm)
+    T = len(lm.tokenizer(CLEAN)["input_ids"])
+    differences = []
+    for site in SITES:
+        for answer, foil in ((None, " red"), (" green", None)):
+            expected = activation_patching(local, CLEAN, CORRUPTED, answer=answer, foil=foil, site=site,
+                                           method="attribution")
+            count = len(jobs)
+            got = activation_patching(lm, CLEAN, CORRUPTED, answer=answer, foil=foil, site=site, method="attribution")
+            assert len(jobs) == count + 1 and jobs[-1].stats.outcome == "completed"
+            differences.append(same_patching(got, expected))
+            assert lm.remote.last.bytes_received == attribution_bytes(local, T)
+    count = len(jobs)
+    every = patching_sites(lm, CLEAN, CORRUPTED, foil=" red", sites=("mlp", "resid", "attn"), method="attribution")
+    assert len(jobs) == count + 1 and list(every) == ["mlp", "resid", "attn"]  # the order asked, one job
+    for site, table in every.items():
+        differences.append(same_patching(
+            table, activation_patching(local, CLEAN, CORRUPTED, foil=" red", site=site, method="attribution")))
+    assert lm.remote.last.bytes_received == attribution_bytes(local, T, sites=3)
+    for target in (None, " green"):
+        count = len(jobs)
+        got = token_attribution(lm, PROMPT, target=target, method="grad_x_input")
+        expected = token_attribution(local, PROMPT, target=target, method="grad_x_input")
+        assert len(jobs) == count + 1 and jobs[-1].stats.outcome == "completed"
+        differences.append(same_attribution(got, expected))
+        assert got["score"].to_numpy().argmax() == expected["score"].to_numpy().argmax()
+        assert lm.remote.last.bytes_received == grad_x_input_bytes(local, len(before.tokens), target=target is None)
+    assert no_weight_grads(local.model)
+    local.model.requires_grad_(True)  # weights that ask for gradients: the backward still leaves them alone
+    try:
+        differences.append(same_patching(
+            activation_patching(lm, CLEAN, CORRUPTED, foil=" red", method="attribution"),
+            activation_patching(local, CLEAN, CORRUPTED, foil=" red", method="attribution")))
+        token_attribution(lm, PROMPT, method="grad_x_input")
+        assert no_weight_grads(local.model)
+    finally:
+        local.model.requires_grad_(False)
+    print(f"{kind}: gradient modes, max difference remote vs local {max(differences):.1e}")
+    assert hook_state(local.model) == hooks
+    after = run_trace(local, PROMPT)
+    assert np.array_equal(after.hidden_states, before.hidden_states)
+    assert np.array_equal(after.last_logits, before.last_logits)
 
 
 def test_smollm_cause(smollm, monkeypatch):
@@ -163,6 +218,15 @@ def test_smollm_cause(smollm, monkeypatch):
     difference = same_attribution(token_attribution(lm, clean), token_attribution(smollm, clean))
     print(f"SmolLM2 occlusion: max difference {difference:.1e}")
     assert len(jobs) == 3
+    difference = same_patching(
+        activation_patching(lm, clean, corrupted, answer=" Paris", foil=" Rome", method="attribution"),
+        activation_patching(smollm, clean, corrupted, answer=" Paris", foil=" Rome", method="attribution"))
+    print(f"SmolLM2 attribution patching (resid): max difference {difference:.1e}")
+    got, expected = (token_attribution(model, clean, method="grad_x_input") for model in (lm, smollm))
+    difference = same_attribution(got, expected)
+    assert got["score"].to_numpy().argmax() == expected["score"].to_numpy().argmax()
+    print(f"SmolLM2 gradient x input: max difference {difference:.1e}")
+    assert len(jobs) == 5 and no_weight_grads(smollm.model)
 
 
 def test_cause_bytes_405b():
@@ -180,6 +244,13 @@ def test_cause_bytes_405b():
     assert 253 * 13 * 8 < contributions < 253 * 13 * 8 + 4096  # (P, T) sizes and (P,) effects, float64
     assert contributions + 253 * 2 * 30 * 12 < top < contributions + 253 * 2 * 30 * 12 + 4096  # the page's largest k
     assert top <= PAGE_BUDGET and reads_bytes(lm.num_layers) < 126 * 6 * 8 + 2048
+    estimate, estimates = attribution_bytes(lm, LECTURE_TOKENS), attribution_bytes(lm, LECTURE_TOKENS, sites=3)
+    assert 126 * 12 * 8 < estimate < 126 * 12 * 8 + 4096 and estimate <= PAGE_BUDGET  # the exact grid's size
+    assert 3 * 126 * 12 * 8 < estimates < 3 * 126 * 12 * 8 + 4096 and estimates <= PAGE_BUDGET
+    gradient = grad_x_input_bytes(lm, LECTURE_TOKENS)
+    assert 12 * 8 < gradient < 4096
+    print(f"Llama-3.1-405B: attribution patching {estimate:,} bytes (one site), {estimates:,} (all three), "
+          f"gradient x input {gradient:,} bytes")
     print(f"Llama-3.1-405B: activation patching page {grid:,} bytes (one site), {every:,} (all three), occlusion {drops:,} bytes, "
           f"block contributions {contributions:,} bytes, block writes page (k = 30) {top:,} bytes, "
           f"what blocks read {reads_bytes(lm.num_layers):,} bytes")
@@ -211,7 +282,7 @@ def same_scores(got, expected) -> None:
 @pytest.mark.app
 def test_activation_patching_page_runs_a_remote_model(page_folder, jobs):
     """A on remote="local", B (embedded Gemma 3 270M) here: A's grid is core's local grid, from ONE job; asking
-    for both methods says plainly that A runs the exact one only, and sends no new job (the grid is cached)."""
+    for both methods adds ONE job (the attribution grid, core's local one; the exact grid is cached)."""
     from tests.apptest import assert_clean, run_page
 
     query = {"a": page_folder, "place_a": "remote", "ndif_a": "local", "ap_clean": CLEAN, "ap_corrupted": CORRUPTED,
@@ -225,16 +296,18 @@ def test_activation_patching_page_runs_a_remote_model(page_folder, jobs):
 
     app.selectbox(key="ap_method").set_value("both").run()
     assert_clean(app)
-    assert not app.error and len(jobs) == 1
-    assert any("Model A runs remotely" in i.value and "backward pass" in i.value for i in app.info)
+    assert not app.error and len(jobs) == 2 and jobs[-1].stats.outcome == "completed"
+    assert not any("runs remotely" in i.value for i in app.info)
     items = _items(app)
-    assert "patching_resid_attribution_A" not in items and "patching_resid_attribution_B" in items
+    assert "patching_resid_attribution_A" in items and "patching_resid_attribution_B" in items
     same_scores(items["patching_resid_exact_A"].table, expected)
+    same_scores(items["patching_resid_attribution_A"].table, activation_patching(
+        load_model(page_folder, device="cpu"), CLEAN, CORRUPTED, foil=" red", method="attribution"))
 
     app.selectbox(key="ap_method").set_value("exact")
     app.selectbox(key="ap_site").set_value("all").run()  # every site of A in one more job
     assert_clean(app)
-    assert not app.error and len(jobs) == 2 and jobs[-1].stats.outcome == "completed"
+    assert not app.error and len(jobs) == 3 and jobs[-1].stats.outcome == "completed"
     local = load_model(page_folder, device="cpu")
     for site in SITES:
         same_scores(_items(app)[f"patching_{site}_exact_A"].table,
@@ -243,22 +316,22 @@ def test_activation_patching_page_runs_a_remote_model(page_folder, jobs):
 
 @pytest.mark.app
 def test_input_tokens_page_runs_a_remote_model(page_folder, jobs):
-    """A simulated: its occlusion scores on the shared strip are core's local ones, ONE job; gradient × input is
-    B's only, and the page says why A has none."""
+    """A simulated: its occlusion and gradient × input scores on the shared strip are core's local ones, ONE
+    job each."""
     from tests.apptest import assert_clean, run_page
 
     query = {"a": page_folder, "place_a": "remote", "ndif_a": "local", "it_prompt": PROMPT, "it_target": "",
              "it_method": "both"}
     app = run_page("views/cause/input_tokens.py", query=query)
     assert_clean(app)
-    assert not app.error and len(jobs) == 1 and jobs[0].stats.outcome == "completed"
-    assert any("Model A runs remotely" in i.value and "gradient × input" in i.value for i in app.info)
+    assert not app.error and len(jobs) == 2 and all(job.stats.outcome == "completed" for job in jobs)
+    assert not any("runs remotely" in i.value for i in app.info)
     items = _items(app)
-    expected = token_attribution(load_model(page_folder, device="cpu"), PROMPT)
+    local = load_model(page_folder, device="cpu")
     got = items["input_tokens_bars_A"].table
-    assert set(got["method"]) == {"Occlusion"} and set(items["input_tokens_bars_B"].table["method"]) == {
-        "Occlusion", "Gradient × input"}
-    same_scores(got, expected)
+    assert set(got["method"]) == set(items["input_tokens_bars_B"].table["method"]) == {"Occlusion", "Gradient × input"}
+    same_scores(got[got["method"] == "Occlusion"], token_attribution(local, PROMPT))
+    same_scores(got[got["method"] == "Gradient × input"], token_attribution(local, PROMPT, method="grad_x_input"))
     assert "input_tokens_shaded_occlusion" in items and "input_tokens_shaded_grad_x_input" in items
 
 

@@ -66,22 +66,25 @@ def _grad_x_input(lm: LoadedModel, ids: list[int], target_id: int) -> tuple[np.n
     with hooked(lm, inputs={lm.parts.layers[0]: leaf}), torch.enable_grad():
         logprob = torch.log_softmax(last_logits(lm, ids_tensor(lm, [ids])), -1)[0, target_id]
         (grad,) = torch.autograd.grad(logprob, kept[0])
-    scores = (grad.float() * kept[0].detach().float()).sum(-1)[0]  # (T,)
-    return scores.double().cpu().numpy(), float(logprob.detach())
+    scores = shared.grad_x_input(grad, kept[0].detach())  # (T,)
+    return scores.cpu().numpy(), float(logprob.detach())
 
 
-def _remote_occlusion(lm: LoadedModel, ids: list[int], target: str | None, method: str):
-    """Occlusion of a remote model as one job (core.remote.cause): the same rows, edit and log-probabilities."""
-    from core.remote.cause import GRADIENT_NOTE, occlusion_job
+def _remote_scores(lm: LoadedModel, ids: list[int], target: str | None, method: str):
+    """Either method on a remote model as one job: occlusion (core.remote.cause: the same rows, edit and
+    log-probabilities) or gradient × input (core.remote.cause_grad: the same leaf, backward and reduction)."""
+    from core.remote.cause import occlusion_job
+    from core.remote.cause_grad import grad_x_input_job
 
-    if method != "occlusion":
-        raise ValueError(GRADIENT_NOTE.format(method="Gradient × input", exact="occlusion"))
     notes: list[str] = []
     target_id = None
     if target is not None:
         target_id, note = first_token(lm, target, "target")
         notes += [note] if note else []
-    got = occlusion_job(lm, ids, target_id, ROWS_PER_FORWARD)
+    if method == "occlusion":
+        got = occlusion_job(lm, ids, target_id, ROWS_PER_FORWARD)
+    else:
+        got = grad_x_input_job(lm, ids, target_id)
     if target_id is None:
         target_id = int(got["target"])
         notes.append(f"The target is {lm.name}'s own top next token, {display_token(lm, target_id)!r}.")
@@ -102,7 +105,7 @@ def token_attribution(lm: LoadedModel, prompt: str, *, target: str | None = None
         raise ValueError(f"Unknown method {method!r}: choose 'occlusion' or 'grad_x_input'.")
     ids, offsets = encoded_prompt(lm, prompt)
     if getattr(lm, "remote", None) is not None:
-        scores, logprob, target_id, notes = _remote_occlusion(lm, ids, target, method)
+        scores, logprob, target_id, notes = _remote_scores(lm, ids, target, method)
     else:
         target_id, notes = _target(lm, ids, target)
         scores, logprob = (_occlusion if method == "occlusion" else _grad_x_input)(lm, ids, target_id)

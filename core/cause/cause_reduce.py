@@ -12,6 +12,9 @@ copies its value from row 0 of the same batch at the same site;
     m = logit(answer) − logit(foil) at the last position,  score = (m_patched − m_corrupted) / (m_clean − m_corrupted).
 Occlusion (Zeiler & Fergus 2014, on tokens): row 0 is the real run, row i + 1 has hidden_states[0] at
 position i set to zero; score = log p(target) − log p(target | occluded).
+The gradient modes reduce a backward pass to the page's numbers the same way on both paths:
+attribution patching's first-order cell (Nanda 2023) Σ_d (a_clean − a_corrupted) · ∂m/∂a, and
+gradient × input (Shrikumar et al. 2017) Σ_d ∂ log p/∂h · h, each one score per position.
 """
 
 from __future__ import annotations
@@ -85,3 +88,15 @@ def patch_scores(m: torch.Tensor) -> torch.Tensor:
 def target_logprob(logits: torch.Tensor, target_id) -> torch.Tensor:
     """log p(target) per row, float64: logits (batch, vocab) -> (batch,)."""
     return torch.log_softmax(logits.float(), -1)[:, target_id].double()
+
+
+def first_order(clean: torch.Tensor, corrupted: torch.Tensor, grad: torch.Tensor, length: int) -> torch.Tensor:
+    """Σ over hidden of (clean − corrupted) · grad for row 0, float64: the first-order estimate of
+    m_patched − m_corrupted for each position; (1, T, H) or (T, H) each -> (T,)."""
+    delta = by_position(clean.float() - corrupted.float(), length)  # (1, T, H)
+    return (delta * by_position(grad.float(), length)).sum(-1)[0].double()
+
+
+def grad_x_input(grad: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """Σ over hidden of grad · hidden for row 0, float64: gradient × input per position; (1, T, H) -> (T,)."""
+    return (grad.float() * hidden.float()).sum(-1)[0].double()

@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 
 import core.cause.cause_reduce as shared
-from core.cause.inputs import by_position, encoded_prompt, first_token, ids_tensor, last_logits
+from core.cause.inputs import encoded_prompt, first_token, ids_tensor, last_logits
 from core.model.hooks import hooked
 from core.model.loaded import LoadedModel
 from core.text.tokens import display_token
@@ -198,9 +198,8 @@ def _attribution_grid(lm, site, clean_ids, corrupted_ids, answer_id, foil_id, pr
     for layer, (value, grad) in enumerate(zip(values, grads)):
         if grad is None:  # a value the metric does not depend on
             continue
-        T = len(clean_ids)
-        delta = by_position(clean[layer][0].to(value.device).float() - value.detach().float(), T)  # (1, T, hidden)
-        scores[layer] = (delta * by_position(grad.float(), T)).sum(-1)[0].double().cpu().numpy() / (m_clean - m_corrupted)
+        scores[layer] = shared.first_order(clean[layer][0].to(value.device), value.detach(), grad,
+                                           len(clean_ids)).cpu().numpy() / (m_clean - m_corrupted)  # (T,)
     if progress:
         progress(1, 1)
     return scores, m_clean, m_corrupted
@@ -270,23 +269,26 @@ def patching_sites(lm: LoadedModel, clean: str, corrupted: str, *, answer: str |
 
 
 def _remote_grids(lm, sites, method, clean_ids, corrupted_ids, answer, foil):
-    """Every site's exact grid of a remote model in ONE job (core.remote.cause): the same cells, edits and metric."""
-    from core.remote.cause import GRADIENT_NOTE, patching_job
+    """Every site's grid of a remote model in ONE job: exact (core.remote.cause) or attribution (cause_grad)."""
+    from core.remote.cause import patching_job
+    from core.remote.cause_grad import attribution_job
 
-    if method != "exact":
-        raise ValueError(GRADIENT_NOTE.format(method="Attribution patching", exact="exact"))
     notes: list[str] = []
     answer_id, foil_id = _named(lm, answer, "answer", notes), _named(lm, foil, "foil", notes)
     if answer_id is not None and foil_id is not None:
         _defaults(lm, answer_id, foil_id, None, [])  # two typed tokens that are one: refused before any job
-    got = patching_job(lm, [(site_modules(lm, site), site == "resid") for site in sites], clean_ids, corrupted_ids,
-                       answer_id, foil_id, MAX_ROWS_PER_FORWARD)
+    sites, given = sorted(sites, key=SITES.index), sites  # forward order within a layer: residual, attention, MLP
+    asked = [(site_modules(lm, site), site == "resid") for site in sites]
+    if method == "exact":
+        got = patching_job(lm, asked, clean_ids, corrupted_ids, answer_id, foil_id, MAX_ROWS_PER_FORWARD)
+    else:
+        got = attribution_job(lm, asked, clean_ids, corrupted_ids, answer_id, foil_id)
     answer_id, foil_id = _defaults(lm, answer_id, foil_id, got.get("top"), notes)
     grids = {}
     for site, grid, (m_clean, m_corrupted) in zip(sites, got["grid"], got["m"]):  # (layers, T), (2,) per site
         _refuse_flat(lm, float(m_clean), float(m_corrupted), answer_id, foil_id)
         grids[site] = grid, float(m_clean), float(m_corrupted)
-    return grids, answer_id, foil_id, notes
+    return {site: grids[site] for site in given}, answer_id, foil_id, notes
 
 
 def patching_agreement(exact: pd.DataFrame, attribution: pd.DataFrame) -> float:

@@ -11,8 +11,7 @@ core.cause.cause_reduce (shipped by value, nnsight.register):
   drops and the real run's log p(target) come back.
 Where the answer, foil or target is not given, the model's own top tokens are found in a first trace
 of the same session (the batch the local path runs for them) and come back as two ids.
-The gradient modes (attribution patching, gradient × input) need a backward pass, which these jobs do
-not run: the pages say so for a remote model and offer the exact modes.
+The gradient modes (attribution patching, gradient × input), with their backward pass: core.remote.cause_grad.
 """
 
 from __future__ import annotations
@@ -25,10 +24,6 @@ from core.remote.jobs import result_bytes, shipping
 from core.remote.lens import lens_envoys, module_path
 from core.remote.model import RemoteLoadedModel
 from core.running.trace import last_logits_only
-
-GRADIENT_NOTE = ("{method} needs a backward pass through the model, which the dashboard does not yet run on a "
-                 "remote model (NDIF): use the exact method ({exact}), which runs there as one job.")
-
 
 def _measured(rm, job, values):
     """`values` after checking the bytes NDIF would have sent for them (the simulation crosses no wire)."""

@@ -112,8 +112,10 @@ class _Watch:
 class Job:
     """One request (a session of traces) with a stop, a deadline and a byte budget."""
 
-    def __init__(self, *, budget: int = DEFAULT_BUDGET, time_limit: float = DEFAULT_TIME_LIMIT, label: str = ""):
+    def __init__(self, *, budget: int = DEFAULT_BUDGET, time_limit: float = DEFAULT_TIME_LIMIT, label: str = "",
+                 grad: bool = False):
         self.budget = int(budget)
+        self.grad = bool(grad)  # the job runs a backward pass (`with metric.backward():`): the forward keeps its graph
         self.time_limit = float(time_limit)
         self.label = label
         self._cancel = threading.Event()
@@ -195,7 +197,7 @@ class _Simulation:
 
     def __call__(self, tracer) -> None:
         self.job.check()
-        with _LOCAL_SIMULATION, self.lock, torch.no_grad():
+        with _LOCAL_SIMULATION, self.lock, (torch.enable_grad() if self.job.grad else torch.no_grad()):
             self.job._record("RUNNING")
             self.inner(tracer)
             self.job._record("COMPLETED")

@@ -87,8 +87,10 @@ class RemoteModel:
 
     # ------------------------------------------------------------ jobs
 
-    def new_job(self, label: str, *, budget: int = DEFAULT_BUDGET, time_limit: float = DEFAULT_TIME_LIMIT) -> Job:
-        job = Job(budget=budget, time_limit=time_limit, label=f"{self.name}: {label}")
+    def new_job(self, label: str, *, budget: int = DEFAULT_BUDGET, time_limit: float = DEFAULT_TIME_LIMIT,
+                grad: bool = False) -> Job:
+        """grad: the job runs a backward pass, so the simulation keeps the forward's graph (NDIF decides its own)."""
+        job = Job(budget=budget, time_limit=time_limit, label=f"{self.name}: {label}", grad=grad)
         with self._jobs_lock:
             self._jobs.add(job)
         return job

@@ -95,15 +95,14 @@ def summary(slot, table: pd.DataFrame) -> None:
 
 
 def table_for(slot, site: str, method: str) -> pd.DataFrame:
-    if cause_ui.is_remote(slot) and method == "exact":  # every site shown, in one job
-        return asked(cause_ui.patching_remote, slot.key, clean, corrupted, answer_arg, foil_arg, tuple(sites))[site]
+    if cause_ui.is_remote(slot):  # every site shown, in one job per method
+        return asked(cause_ui.patching_remote, slot.key, clean, corrupted, answer_arg, foil_arg, tuple(sites),
+                     method)[site]
     return asked(cause_ui.patching, slot.key, clean, corrupted, answer_arg, foil_arg, site, method)
 
 
 def render(slot, site: str) -> None:
-    shown = cause_ui.runnable(slot, methods, "attribution", "exact",
-                              {"attribution": "attribution patching", "exact": "exact patching"})
-    tables = {method: table_for(slot, site, method) for method in shown}
+    tables = {method: table_for(slot, site, method) for method in methods}
     summary(slot, next(iter(tables.values())))
     for method, table in tables.items():
         if len(tables) > 1:

@@ -57,10 +57,8 @@ target_arg = cause_ui.optional(target)
 # Both models go on one strip (the same characters), so each is computed here; a failure is one model's message.
 results = {}  # slot label -> (slot, {method: table})
 for slot in cause_ui.ready_slots():
-    shown = cause_ui.runnable(slot, methods, "grad_x_input", "occlusion",
-                              {"grad_x_input": "gradient × input", "occlusion": "occlusion"})
     try:
-        results[slot.label] = slot, {m: cause_ui.attribution(slot.key, prompt, target_arg, m) for m in shown}
+        results[slot.label] = slot, {m: cause_ui.attribution(slot.key, prompt, target_arg, m) for m in methods}
     except (ValueError, ModelLoadError) as error:
         st.error(f"Model {slot.label} ({slot.key.source}): {error}")
 if not results:
@@ -77,8 +75,6 @@ computed = [m for m in ("occlusion", "grad_x_input") if any(m in tables for _, t
 for method in computed:
     rows = []
     for label, (slot, tables) in results.items():
-        if method not in tables:  # a remote model runs occlusion only (said above)
-            continue
         table = tables[method]
         row = f"{slot.title} · {METHODS[method]}" if len(computed) > 1 else slot.title
         placed = strip_rows({label: (list(table["token"]), table[["start", "end"]].to_numpy())}, {})
