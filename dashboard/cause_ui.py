@@ -15,7 +15,7 @@ import streamlit as st
 
 import ui
 from core import activation_patching, block_contributions, block_token_effects, token_attribution, what_blocks_read
-from core.cause.blocks import block_page
+from core.cause.reads import block_writes_page
 from core.cause.patching import patching_sites
 
 def is_remote(slot: ui.Slot) -> bool:
@@ -86,9 +86,10 @@ def token_effects(key: ui.ModelKey, prompt: str, k: int) -> pd.DataFrame:
 
 
 @st.cache_data(max_entries=64, show_spinner="Waiting for the remote model: the blocks are taken apart where it runs…")
-def blocks_remote(key: ui.ModelKey, prompt: str, target, k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A remote model's contributions and token effects, from ONE run in one job (core.cause.blocks.block_page)."""
-    return block_page(ui.cached_model(key), prompt, target=target, k=k)
+def blocks_remote(key: ui.ModelKey, prompt: str, target, k: int, original: str, changed: str) -> tuple:
+    """A remote model's contributions, token effects and the demonstration (its table, or its ValueError), from
+    ONE job (core.cause.reads.block_writes_page)."""
+    return block_writes_page(ui.cached_model(key), prompt, original, changed, target=target, k=k)
 
 
 @st.cache_data(max_entries=64, show_spinner="Running both prompts three times…")

@@ -338,13 +338,13 @@ def test_input_tokens_page_runs_a_remote_model(page_folder, jobs):
 @pytest.mark.app
 def test_block_writes_page_runs_a_remote_model(page_folder, jobs):
     """A simulated: its write sizes, direct effects, token lists and the held-input demonstration are core's
-    local numbers; the contributions and token lists come from ONE job, the demonstration from a second."""
+    local numbers, all from ONE job (the whole page: one queue wait); a new demonstration prompt is one more job."""
     from tests.apptest import assert_clean, run_page
 
     query = {"a": page_folder, "place_a": "remote", "ndif_a": "local", "bw_prompt": PROMPT, "bw_target": ""}
     app = run_page("views/cause/block_writes.py", query=query)
     assert_clean(app)
-    assert not app.error and len(jobs) == 2 and all(job.stats.outcome == "completed" for job in jobs)
+    assert not app.error and len(jobs) == 1 and all(job.stats.outcome == "completed" for job in jobs)
     local = load_model(page_folder, device="cpu")
     items = _items(app)
     expected = block_contributions(local, PROMPT)
@@ -361,4 +361,12 @@ def test_block_writes_page_runs_a_remote_model(page_folder, jobs):
     reads = what_blocks_read(local, "The apple is green. What color is the apple?",
                              "The apple is red. What color is the apple?")
     np.testing.assert_allclose(items["what_blocks_read_A"].table["held_output_change"].to_numpy(float),
+                               reads["held_output_change"].to_numpy(float), atol=TOLERANCE)
+    app.text_input(key="bw_changed").input("A apple is red. What color is the apple?").run()
+    assert_clean(app)
+    assert not app.error, [e.value for e in app.error]
+    assert len(jobs) == 2 and jobs[1].stats.outcome == "completed"
+    reads = what_blocks_read(local, "The apple is green. What color is the apple?",
+                             "A apple is red. What color is the apple?")
+    np.testing.assert_allclose(_items(app)["what_blocks_read_A"].table["held_output_change"].to_numpy(float),
                                reads["held_output_change"].to_numpy(float), atol=TOLERANCE)

@@ -179,7 +179,7 @@ def block_contributions(lm: LoadedModel, prompt: str, *, target: str | None = No
     """
     notes, target_id = _target(lm, target)
     if getattr(lm, "remote", None) is not None:
-        names, tokens, got = _remote_blocks(lm, prompt, target_id)
+        names, tokens, got, _ = _remote_blocks(lm, prompt, target_id)
         return _remote_contributions(lm, names, tokens, got, target_id, notes)
     writes = block_writes(lm, prompt)
     target_id = int(writes.last_logits.argmax()) if target_id is None else target_id
@@ -244,14 +244,17 @@ def _names(lm: LoadedModel) -> tuple[tuple[int, str], ...]:
     return ((0, "embed"),) + tuple((layer, block) for layer in range(lm.num_layers) for block in ("attn", "mlp"))
 
 
-def _remote_blocks(lm: LoadedModel, prompt: str, target_id: int | None, k: int | None = None):
-    """A remote model's run taken apart as one job (core.remote.cause_blocks): (part names, tokens, its numbers)."""
-    from core.remote.cause_blocks import blocks_job
+def _remote_blocks(lm: LoadedModel, prompt: str, target_id: int | None, k: int | None = None,
+                   reads: dict | None = None):
+    """A remote model's run taken apart as one job (core.remote.cause_blocks): (part names, tokens, its numbers,
+    and the demonstration's changes when `reads` (core.cause.reads.reads_plan's ids) rides along, else None)."""
+    from core.remote.cause_blocks import block_writes_job
 
     _require_sum(lm)
     ids, _ = encoded_prompt(lm, prompt)
-    got = blocks_job(lm, ids, target_id, eps=_eps(lm.parts.final_norm), k=k, chunk=VOCAB_CHUNK)
-    return _names(lm), tuple(display_token(lm, i) for i in ids), got
+    asked = {"ids": ids, "target_id": target_id, "eps": _eps(lm.parts.final_norm), "k": k, "chunk": VOCAB_CHUNK}
+    got = block_writes_job(lm, blocks=asked, reads=reads)
+    return _names(lm), tuple(display_token(lm, i) for i in ids), got["blocks"], got["reads"]
 
 
 def block_token_effects(lm: LoadedModel, prompt: str, *, k: int = 10) -> pd.DataFrame:
@@ -264,7 +267,7 @@ def block_token_effects(lm: LoadedModel, prompt: str, *, k: int = 10) -> pd.Data
     if k is None or k < 1:
         raise ValueError("k must be a whole number of at least 1.")
     if getattr(lm, "remote", None) is not None:
-        names, _, top = _remote_blocks(lm, prompt, None, min(k, lm.vocab_size))
+        names, _, top, _ = _remote_blocks(lm, prompt, None, min(k, lm.vocab_size))
         rows = effect_rows(lm, names, top)  # the contributions of the same run are left unread
     else:
         writes = block_writes(lm, prompt)
@@ -284,12 +287,19 @@ def block_page(lm: LoadedModel, prompt: str, *, target: str | None = None, k: in
     model computes both from ONE run, in one job; a local one runs each as before."""
     if getattr(lm, "remote", None) is None:
         return block_contributions(lm, prompt, target=target), block_token_effects(lm, prompt, k=k)
+    return remote_block_page(lm, prompt, target=target, k=k)[:2]
+
+
+def remote_block_page(lm: LoadedModel, prompt: str, *, target: str | None = None, k: int = 10,
+                      reads: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame, object]:
+    """block_page of a remote model in one job, with the demonstration's runs (`reads`) in the same job when
+    given: (contributions, token effects, the demonstration's (layers, 2, 3) changes or None)."""
     k = whole_number(k)
     if k is None or k < 1:
         raise ValueError("k must be a whole number of at least 1.")
     notes, target_id = _target(lm, target)
-    names, tokens, got = _remote_blocks(lm, prompt, target_id, min(k, lm.vocab_size))
+    names, tokens, got, changes = _remote_blocks(lm, prompt, target_id, min(k, lm.vocab_size), reads)
     effects = pd.DataFrame(effect_rows(lm, names, got),
                            columns=["layer", "block", "direction", "rank", "token_id", "token", "logit_effect"])
     effects.attrs.update(model=lm.name, notes=[FROZEN_NOTE])
-    return _remote_contributions(lm, names, tokens, got, target_id, notes), effects
+    return _remote_contributions(lm, names, tokens, got, target_id, notes), effects, changes

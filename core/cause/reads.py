@@ -58,6 +58,22 @@ def what_blocks_read(lm: LoadedModel, prompt: str, changed_prompt: str, *, posit
     `position`: the later token (default: the last); it must come after the first changed token.
     attrs: model, position, token, changed_positions.
     """
+    plan = reads_plan(lm, prompt, changed_prompt, position)
+    ids, changed_ids, position = plan["ids"], plan["changed_ids"], plan["position"]
+    if getattr(lm, "remote", None) is not None:  # the three runs in one job (core.remote.cause_blocks)
+        from core.remote.cause_blocks import reads_job
+
+        changes = reads_job(lm, ids, changed_ids, position)  # (layers, 2, 3)
+    else:
+        original = _run(lm, ids, position)
+        altered = _run(lm, changed_ids, position)
+        held = _run(lm, changed_ids, position, held=original)
+        changes = shared.read_changes(original, altered, held, lm.num_layers).numpy()
+    return reads_table(lm, plan, changes)
+
+
+def reads_plan(lm: LoadedModel, prompt: str, changed_prompt: str, position: int | None = None) -> dict:
+    """The demonstration's checked inputs: {"ids", "changed_ids", "position", "changed"} (ValueError if unfit)."""
     ids, _ = encoded_prompt(lm, prompt)
     changed_ids, _ = encoded_prompt(lm, changed_prompt, "changed prompt")
     if len(ids) != len(changed_ids):
@@ -70,18 +86,35 @@ def what_blocks_read(lm: LoadedModel, prompt: str, changed_prompt: str, *, posit
     if position is None or not changed[0] < position < len(ids):
         raise ValueError(f"Choose a token after the first changed one (position {changed[0] + 1} … "
                          f"{len(ids) - 1}).")
-    if getattr(lm, "remote", None) is not None:  # the three runs in one job (core.remote.cause_blocks)
-        from core.remote.cause_blocks import reads_job
+    return {"ids": ids, "changed_ids": changed_ids, "position": position, "changed": changed}
 
-        changes = reads_job(lm, ids, changed_ids, position)  # (layers, 2, 3)
-    else:
-        original = _run(lm, ids, position)
-        altered = _run(lm, changed_ids, position)
-        held = _run(lm, changed_ids, position, held=original)
-        changes = shared.read_changes(original, altered, held, lm.num_layers).numpy()
+
+def reads_table(lm: LoadedModel, plan: dict, changes) -> pd.DataFrame:
+    """what_blocks_read's table from the (layers, 2, 3) changes of reads_plan's runs."""
     rows = [(layer, block, *map(float, changes[layer, b])) for layer in range(lm.num_layers)
             for b, block in enumerate(("attn", "mlp"))]
     table = pd.DataFrame(rows, columns=["layer", "block", "input_change", "output_change", "held_output_change"])
-    table.attrs.update(model=lm.name, position=position, token=display_token(lm, ids[position]),
-                       changed_positions=changed, num_layers=lm.num_layers)
+    table.attrs.update(model=lm.name, position=plan["position"], token=display_token(lm, plan["ids"][plan["position"]]),
+                       changed_positions=plan["changed"], num_layers=lm.num_layers)
     return table
+
+
+def block_writes_page(lm: LoadedModel, prompt: str, original: str, changed_prompt: str, *, target: str | None = None,
+                      k: int = 10):
+    """Everything the Block writes page shows: (contributions, token effects, the demonstration's table or its
+    ValueError). A remote model runs all of it as ONE job (one queue wait for the page); a local one as before.
+    The demonstration's own bad input is its own message: the rest of the page still comes back."""
+    from core.cause.blocks import block_page, remote_block_page
+
+    try:
+        plan = reads_plan(lm, original, changed_prompt)
+    except ValueError as error:
+        plan, demonstration = None, error
+    if getattr(lm, "remote", None) is None:
+        contributions, effects = block_page(lm, prompt, target=target, k=k)
+        if plan is not None:
+            demonstration = what_blocks_read(lm, original, changed_prompt)
+        return contributions, effects, demonstration
+    asked = None if plan is None else {name: plan[name] for name in ("ids", "changed_ids", "position")}
+    contributions, effects, changes = remote_block_page(lm, prompt, target=target, k=k, reads=asked)
+    return contributions, effects, demonstration if plan is None else reads_table(lm, plan, changes)

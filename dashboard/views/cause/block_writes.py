@@ -49,17 +49,25 @@ target_arg = cause_ui.optional(target)
 asked = cause_ui.Asked()  # a remote model's numbers are one job per analysis; a failed one is sent once per run
 K_KEY, K_RANGE = f"{PREFIX}_k", (1, 30)
 shown_k = cause_ui.pending_number(K_KEY, 10, *K_RANGE)  # read here: a remote model's token lists come with its contributions
+DEMO_DEFAULT = READ_PRESETS["green → red apple"]
+# and the demonstration's prompts, drawn at the bottom: a remote model runs the whole page as one job
+demo = tuple(str(ui.bound_value(f"{PREFIX}_{name}", DEMO_DEFAULT[f"{PREFIX}_{name}"])) for name in ("original", "changed"))
+
+
+def remote_page(slot) -> tuple:
+    """(contributions, token effects, the demonstration's table or its error) of a remote model: one job."""
+    return asked(cause_ui.blocks_remote, slot.key, prompt, target_arg, shown_k, *demo)
 
 
 def contributions_for(slot) -> pd.DataFrame:
     if cause_ui.is_remote(slot):
-        return asked(cause_ui.blocks_remote, slot.key, prompt, target_arg, shown_k)[0]
+        return remote_page(slot)[0]
     return asked(cause_ui.contributions, slot.key, prompt, target_arg)
 
 
 def token_effects_for(slot, k: int) -> pd.DataFrame:
     if cause_ui.is_remote(slot):
-        return asked(cause_ui.blocks_remote, slot.key, prompt, target_arg, k)[1]
+        return remote_page(slot)[1]
     return asked(cause_ui.token_effects, slot.key, prompt, k)
 
 
@@ -157,11 +165,10 @@ st.markdown(
 ui.preset_row(READ_PRESETS, f"{PREFIX}_read")
 columns = st.columns(2)
 with columns[0]:
-    original = ui.text_input("Original prompt", key=f"{PREFIX}_original",
-                             default=READ_PRESETS["green → red apple"][f"{PREFIX}_original"])
+    original = ui.text_input("Original prompt", key=f"{PREFIX}_original", default=DEMO_DEFAULT[f"{PREFIX}_original"])
 with columns[1]:
     changed = ui.text_input("The same with one earlier word changed", key=f"{PREFIX}_changed",
-                            default=READ_PRESETS["green → red apple"][f"{PREFIX}_changed"])
+                            default=DEMO_DEFAULT[f"{PREFIX}_changed"])
 value = ui.selectbox("Show", ["held_output_change", "output_change", "input_change"], key=f"{PREFIX}_read_value",
                      format_func={"held_output_change": "Output change with the input held (the demonstration)",
                               "output_change": "Output change", "input_change": "Input change"}.get)
@@ -172,7 +179,12 @@ if not original.strip() or not changed.strip():
 
 
 def reads(slot) -> None:
-    table = asked(cause_ui.reads, slot.key, original, changed)
+    if cause_ui.is_remote(slot) and (original, changed) == demo:  # it came with the rest of the page
+        table = remote_page(slot)[2]
+        if isinstance(table, ValueError):
+            raise table
+    else:
+        table = asked(cause_ui.reads, slot.key, original, changed)
     attrs = table.attrs
     held = table.groupby("block")["held_output_change"].max()
     changed_at = ", ".join(map(str, attrs["changed_positions"]))
