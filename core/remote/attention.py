@@ -64,11 +64,7 @@ def attention_job(lm: RemoteLoadedModel, ids: list[int], *, summaries: bool = Fa
         with nn.session(backend=rm.backend(job)):
             with nn.trace(input_ids, output_attentions=True, use_cache=False, **keep):
                 result = nnsight.save(shared.attention_request(nn.output.attentions, **options))
-        if rm.target.is_simulation:  # nothing crossed a wire: measure what NDIF would have sent
-            size = result_bytes({"attention": result})
-            job.check_bytes(size)
-            job.stats.bytes_received = size
-        return result
+        return rm.measured(job, result, "attention")
 
     values = rm.run(job, work)
     return {name: value.cpu().numpy() for name, value in values.items()}

@@ -25,15 +25,6 @@ from core.remote.lens import lens_envoys, module_path
 from core.remote.model import RemoteLoadedModel
 from core.running.trace import last_logits_only
 
-def _measured(rm, job, values):
-    """`values` after checking the bytes NDIF would have sent for them (the simulation crosses no wire)."""
-    if rm.target.is_simulation:
-        size = result_bytes({"cause": values})
-        job.check_bytes(size)
-        job.stats.bytes_received = size
-    return values
-
-
 def _keep(lm, length: int) -> dict:
     """The head on the last row only, as the local path runs it (the index made here: a meta model's is on meta)."""
     return {name: torch.tensor([length - 1]) for name in last_logits_only(lm, length)}
@@ -97,7 +88,7 @@ def patching_job(lm: RemoteLoadedModel, sites: list[tuple[list[torch.nn.Module],
             if ask_top:
                 values["top"] = chosen["top"].cpu()
             result = nnsight.save(values)
-        return _measured(rm, job, result)
+        return rm.measured(job, result, "cause")
 
     return {name: value.numpy() for name, value in rm.run(job, work).items()}
 
@@ -133,7 +124,7 @@ def occlusion_job(lm: RemoteLoadedModel, ids: list[int], target_id: int | None,
             if target_id is None:
                 values["target"] = chosen["target"].cpu()
             result = nnsight.save(values)
-        return _measured(rm, job, result)
+        return rm.measured(job, result, "cause")
 
     return {name: value.numpy() for name, value in rm.run(job, work).items()}
 

@@ -123,11 +123,7 @@ def block_writes_job(lm: RemoteLoadedModel, *, blocks: dict | None = None, reads
                         values.update(shared.top_effects(normed.float(), head.weight, out_weight, multiplier, k, chunk))
                     out["blocks"] = {name: value.cpu() for name, value in values.items()}
             result = nnsight.save(out)
-        if rm.target.is_simulation:  # nothing crossed a wire: measure what NDIF would have sent
-            size = result_bytes({"blocks": result})
-            job.check_bytes(size)
-            job.stats.bytes_received = size
-        return result
+        return rm.measured(job, result, "blocks")
 
     got = rm.run(job, work)
     return {"blocks": {name: value.numpy() for name, value in got["blocks"].items()} if "blocks" in got else None,

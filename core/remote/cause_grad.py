@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 import core.cause.cause_reduce as shared
-from core.remote.cause import _keep, _measured, _saved_bytes
+from core.remote.cause import _keep, _saved_bytes
 from core.remote.jobs import shipping
 from core.remote.lens import lens_envoys, module_path
 from core.remote.model import RemoteLoadedModel
@@ -106,7 +106,7 @@ def attribution_job(lm: RemoteLoadedModel, sites: list[tuple[list[torch.nn.Modul
             if ask_top:
                 values["top"] = chosen["top"].cpu()
             result = nnsight.save(values)
-        return _measured(rm, job, result)
+        return rm.measured(job, result, "cause")
 
     return {name: value.numpy() for name, value in rm.run(job, work).items()}
 
@@ -134,7 +134,7 @@ def grad_x_input_job(lm: RemoteLoadedModel, ids: list[int], target_id: int | Non
                 if target_id is None:
                     values["target"] = target.cpu()
             result = nnsight.save(values)
-        return _measured(rm, job, result)
+        return rm.measured(job, result, "cause")
 
     return {name: value.numpy() for name, value in rm.run(job, work).items()}
 

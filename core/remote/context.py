@@ -76,11 +76,7 @@ def context_job(lm: RemoteLoadedModel, ids: list[list[int]], label: str, *, word
             else:
                 result = nnsight.save([torch.stack([shared.word_mean(found[s], p) for s, p in word], dim=1)
                                        for word in vectors])  # each (L+1, S_w, H)
-        if rm.target.is_simulation:  # nothing crossed a wire: measure what NDIF would have sent
-            size = result_bytes({"context": result})
-            job.check_bytes(size)
-            job.stats.bytes_received = size
-        return result
+        return rm.measured(job, result, "context")
 
     values = rm.run(job, work)
     if prompt is not None:

@@ -72,11 +72,7 @@ def embeddings_job(lm: RemoteLoadedModel, searches: Sequence[tuple], words: Sequ
             points = (shared.pca_2d(torch.stack([shared.query_vector(table, ids) for ids in mapped]))
                       if len(mapped) >= 3 else None)  # (n, 2), (2,) float64
             result = nnsight.save((found, points))
-        if rm.target.is_simulation:  # nothing crossed a wire: measure what NDIF would have sent
-            size = result_bytes({"embeddings": result})
-            job.check_bytes(size)
-            job.stats.bytes_received = size
-        return result
+        return rm.measured(job, result, "embeddings")
 
     found, points = rm.run(job, work)
     answers = [(ids.tolist(), cosines.tolist(), None if rank is None else int(rank)) for ids, cosines, rank in found]

@@ -25,19 +25,10 @@ import warnings
 import torch
 
 import core.intervene.sampling as sampling
-from core.remote.jobs import result_bytes, shipping
+from core.remote.jobs import shipping
 from core.remote.lens import lens_envoys
 from core.remote.model import RemoteLoadedModel
 from core.running.trace import last_logits_only
-
-def _measured(rm, job, values):
-    """`values` after checking the bytes NDIF would have sent for them (the simulation crosses no wire)."""
-    if rm.target.is_simulation:
-        size = result_bytes({"result": values})
-        job.check_bytes(size)
-        job.stats.bytes_received = size
-    return values
-
 
 def remote_next_token(lm: RemoteLoadedModel, ids: list[int], *, k: int | None = None,
                       temperature: float = 1.0) -> dict[str, torch.Tensor]:
@@ -62,7 +53,7 @@ def remote_next_token(lm: RemoteLoadedModel, ids: list[int], *, k: int | None = 
                     result = nnsight.save({"logits": scores.detach().clone()})
                 else:
                     result = nnsight.save(sampling.top_next(scores, k, temperature))
-        return _measured(rm, job, result)
+        return rm.measured(job, result, "result")
 
     return rm.run(job, work)
 
@@ -99,6 +90,6 @@ def remote_generate_ids(lm: RemoteLoadedModel, input_ids: list[int], *, max_new_
                             block.input = sampling.add_delta(block.input, delta)
                 with tracer.invoke():  # on the whole batch, after the loop above
                     new = nnsight.save(tracer.result[0, ids.shape[1]:].clone())  # (new,) a copy: a slice sends its storage
-        return _measured(rm, job, new)
+        return rm.measured(job, new, "result")
 
     return tuple(int(i) for i in rm.run(job, work).tolist())

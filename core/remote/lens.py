@@ -20,7 +20,7 @@ import torch
 
 import core.remote.reduce as reduce
 import core.running.lens_reduce as shared
-from core.remote.jobs import result_bytes, shipping
+from core.remote.jobs import shipping
 from core.remote.model import RemoteLoadedModel, RemoteModel
 from core.remote.reduce import first
 from core.running.lens_reduce import BLOCK_BYTES, ROWS_PER_PASS, VOCAB_BLOCK, lens_request, never
@@ -85,11 +85,7 @@ def lens_job(lm: RemoteLoadedModel, ids: list[int], *, head: dict, grid: dict | 
                 final = lm_head.output[0, -1] if own else None  # the model's own last logits (V,)
                 lens = nnsight.save(lens_request(states, final, norm=norm, project_out=project_out,
                                                  head=lm_head, grid=grid, trajectory=trajectory, **head))
-        if rm.target.is_simulation:  # nothing crossed a wire: measure what NDIF would have sent
-            size = result_bytes({"lens": lens})
-            job.check_bytes(size)
-            job.stats.bytes_received = size
-        return lens
+        return rm.measured(job, lens, "lens")
 
     values = rm.run(job, work)
     return {name: np.asarray(value) for name, value in values.items()}

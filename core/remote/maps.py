@@ -47,11 +47,7 @@ def maps_job(lm: RemoteLoadedModel, ids: list[list[int]], positions: list[list[i
                     # pooled inside the trace: only (L+1, H) per sentence stays on the server's GPU
                     vectors.append(shared.pool(torch.stack(states)[:, 0].float(), where, pooling))
             grams = nnsight.save(shared.gram(torch.stack(vectors)))  # (L+1, N, N)
-        if rm.target.is_simulation:  # nothing crossed a wire: measure what NDIF would have sent
-            size = result_bytes({"maps": grams})
-            job.check_bytes(size)
-            job.stats.bytes_received = size
-        return grams
+        return rm.measured(job, grams, "maps")
 
     return rm.run(job, work).cpu().numpy()
 

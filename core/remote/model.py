@@ -28,7 +28,7 @@ from pathlib import Path
 from core.model.loaded import LoadedModel
 from core.remote.connection import Target, resolve_target
 from core.remote.errors import RemoteError, host_secret, redact, translate
-from core.remote.jobs import DEFAULT_BUDGET, DEFAULT_TIME_LIMIT, Job, JobStats
+from core.remote.jobs import DEFAULT_BUDGET, DEFAULT_TIME_LIMIT, Job, JobStats, result_bytes
 
 TASK = "text-generation"
 MODEL_CLASS = "nnsight.modeling.transformers.TransformersModel"  # the class NDIF rebuilds (its import path)
@@ -98,6 +98,16 @@ class RemoteModel:
     def backend(self, job: Job):
         """The nnsight backend for `job`: pass it as `nn.session(backend=…)` (one job per page)."""
         return job.backend(self.nn, self.target, self.model_key, lock=self.lm.lock)
+
+    def measured(self, job: Job, values, name: str):
+        """`values`, once their bytes are checked against the job's budget. Through NDIF the backend measured
+        what crossed the wire; the simulation crosses none, so what NDIF would have sent (torch.save of
+        {name: values}, as the server writes the saved values) is measured here."""
+        if self.target.is_simulation:
+            size = result_bytes({name: values})
+            job.check_bytes(size)
+            job.stats.bytes_received = size
+        return values
 
     def cancel_all(self) -> None:
         """Stop waiting for every job of this model still in flight (a page was left, the model unloaded)."""

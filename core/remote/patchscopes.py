@@ -89,11 +89,7 @@ def remote_patch_rows(lm: RemoteLoadedModel, source_ids: list[int], source_posit
                         # (rows, new): a copy, as a slice would be saved with the prompt's ids (its storage)
                         new.append(tracer.result[:, batch.shape[1]:].clone(memory_format=torch.contiguous_format))
             result = nnsight.save(new)
-        if rm.target.is_simulation:  # nothing crossed a wire: measure what NDIF would have sent
-            size = result_bytes({"patchscopes": result})
-            job.check_bytes(size)
-            job.stats.bytes_received = size
-        return result
+        return rm.measured(job, result, "patchscopes")
 
     return [row for rows in rm.run(job, work) for row in rows.tolist()]
 

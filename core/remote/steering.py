@@ -32,15 +32,6 @@ from core.running.trace import last_logits_only
 Batch = tuple[list[int], list[tuple[int, list[int], torch.Tensor]]]  # (layers, [(layer, rows, deltas)])
 
 
-def _measured(rm, job, values):
-    """`values` after checking the bytes NDIF would have sent for them (the simulation crosses no wire)."""
-    if rm.target.is_simulation:
-        size = result_bytes({"steering": values})
-        job.check_bytes(size)
-        job.stats.bytes_received = size
-    return values
-
-
 def batch_edits(layers: list[int], deltas: torch.Tensor, first_row: int) -> list[tuple[int, list[int], torch.Tensor]]:
     """[(layer, its rows, their deltas (rows, H))] in the order the blocks run (what a trace can edit)."""
     edits = []
@@ -69,7 +60,7 @@ def remote_directions(lm: RemoteLoadedModel, positive: list[list[int]], negative
                     found.append(torch.stack([blocks[layer].input[0, -1] for layer in order]).float())
             states = torch.stack(found)  # (P + N, layers, H)
             result = nnsight.save(shared.mean_difference(states[:len(positive)], states[len(positive):])[where])
-        return _measured(rm, job, result)
+        return rm.measured(job, result, "steering")
 
     return rm.run(job, work)
 
@@ -99,7 +90,7 @@ def remote_sweep(lm: RemoteLoadedModel, prompts: list[list[int]], batches: list[
                         per_prompt.append(shared.sweep_scores(nn.output.logits[:, -1], first, second))
                 scores.append(per_prompt)
             result = nnsight.save(scores)
-        return _measured(rm, job, result)
+        return rm.measured(job, result, "steering")
 
     return rm.run(job, work)
 
@@ -127,7 +118,7 @@ def remote_continuations(lm: RemoteLoadedModel, ids: list[int], batches: list[Ba
                     with tracer.invoke():  # on the whole batch, after the loop above
                         found.append(tracer.result[:, batch.shape[1]:].clone())  # (rows, new); a slice would send its whole storage
             result = nnsight.save(found)
-        return _measured(rm, job, result)
+        return rm.measured(job, result, "steering")
 
     return rm.run(job, work)
 
@@ -173,7 +164,7 @@ def remote_pair(lm: RemoteLoadedModel, prompt: str, steer, *, max_new_tokens: in
                 with tracer.invoke():
                     steered = tracer.result[0, ids.shape[1]:].clone()  # (new,)
             result = nnsight.save([plain, steered])
-        return _measured(rm, job, result)
+        return rm.measured(job, result, "steering")
 
     found = rm.run(job, work)
     seconds = time.perf_counter() - start

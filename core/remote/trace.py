@@ -64,11 +64,7 @@ def trace_job(lm: RemoteLoadedModel, ids: list[int], budget: int = DEFAULT_BUDGE
                 readable = bool(weights) and all(w is not None for w in weights)
                 attentions = torch.stack(weights)[:, 0].to(torch.float16) if readable else None  # (L, heads, T, T)
                 result = nnsight.save({"hidden": hidden, "logits": logits, "attentions": attentions})
-        if rm.target.is_simulation:  # nothing crossed a wire: measure what NDIF would have sent
-            size = result_bytes({"trace": result})
-            job.check_bytes(size)
-            job.stats.bytes_received = size
-        return result
+        return rm.measured(job, result, "trace")
 
     values = rm.run(job, work)
     return {name: None if value is None else value.cpu().numpy() for name, value in values.items()}
