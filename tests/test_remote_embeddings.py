@@ -199,3 +199,21 @@ def test_embeddings_page_with_an_unreachable_ndif(folders, jobs):
     assert len(maps) == 1 and maps[0]["word"].tolist() == [w for _, w in WORDS]  # B's map
     app.run()
     assert len(jobs) == 2 and len(messages(app, "error")) == 3  # not cached: asked again, once
+
+
+@pytest.mark.parametrize("which", ["llama", "gemma3"])
+def test_resolve_query_reads_the_servers_table(which, folders, monkeypatch):
+    """resolve_query of a simulated model: the same ids, pieces and vector (the mean of the pieces' rows, read
+    where the table is, H floats back), in one job."""
+    from core.weights.embeddings import resolve_query
+
+    local = load_model(folders[which], device="cpu")
+    lm = remote_model(local, "local")
+    jobs = counted_jobs(monkeypatch, lm)
+    for query in ("apple", "the apple tree", "#7"):
+        expected, got = resolve_query(local, query), resolve_query(lm, query)
+        assert got.token_ids == expected.token_ids and got.pieces == expected.pieces
+        table = embedding_table(local).float()
+        assert np.array_equal(expected.vector.numpy(), table[list(expected.token_ids)].mean(dim=0).numpy())
+        assert np.abs(got.vector.numpy() - expected.vector.numpy()).max() == 0.0
+    assert len(jobs) == 3 and all(job.stats.outcome == "completed" for job in jobs)

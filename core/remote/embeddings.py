@@ -89,3 +89,20 @@ def page_bytes(searches: Sequence[tuple[int, bool]], n_words: int, hidden_size: 
         shapes = shared.pca_2d(torch.empty(n_words, hidden_size, device="meta"))
         points = tuple(torch.zeros(p.shape, dtype=p.dtype) for p in shapes)  # (n, 2), (2,)
     return result_bytes({"embeddings": (found, points)})
+
+
+def query_vector_job(lm: RemoteLoadedModel, ids: Sequence[int]) -> torch.Tensor:
+    """The query's vector (H,) float32 — the mean of rows `ids` of the server's embedding table — in one job
+    (resolve_query of a remote model: H x 4 bytes back, 65,536 for Llama-3.1-405B). Raises RemoteError."""
+    nnsight = shipping(shared)
+    rm = lm.remote
+    embed = rm.nn.get(module_path(rm.nn._module, lm.parts.embed))
+    job = rm.new_job(f"the query's vector, {len(ids)} token(s)")
+    rows = [int(i) for i in ids]
+
+    def work():
+        with rm.nn.session(backend=rm.backend(job)):
+            vector = nnsight.save(shared.query_vector(embed.weight, rows).float().cpu())  # (H,)
+        return rm.measured(job, vector, "embeddings")
+
+    return rm.run(job, work)

@@ -119,8 +119,13 @@ def resolve_query(lm: LoadedModel, query: str | int) -> Query:
     Several pieces are averaged: the mean of their embedding rows stands for the word.
     """
     ids = _query_ids(lm, query)
-    return Query(str(query), tuple(ids), tuple(display_token(lm, i) for i in ids),
-                 query_vector(embedding_table(lm), ids))  # (H,) the mean of the pieces' rows
+    if _is_remote(lm):  # the rows are read where the table is: one job, H floats back
+        from core.remote.embeddings import query_vector_job
+
+        vector = query_vector_job(lm, ids)
+    else:
+        vector = query_vector(embedding_table(lm), ids)  # (H,) the mean of the pieces' rows
+    return Query(str(query), tuple(ids), tuple(display_token(lm, i) for i in ids), vector)
 
 
 def query_tokens(lm: LoadedModel, query: str | int) -> tuple[list[int], list[str]]:
