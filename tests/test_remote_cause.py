@@ -244,6 +244,8 @@ def test_cause_bytes_405b():
     assert 253 * 13 * 8 < contributions < 253 * 13 * 8 + 4096  # (P, T) sizes and (P,) effects, float64
     assert contributions + 253 * 2 * 30 * 12 < top < contributions + 253 * 2 * 30 * 12 + 4096  # the page's largest k
     assert top <= PAGE_BUDGET and reads_bytes(lm.num_layers) < 126 * 6 * 8 + 2048
+    page = blocks_bytes(lm, LECTURE_TOKENS, k=30, reads=True)  # the Block writes page's one job
+    assert top + 126 * 6 * 8 <= page < top + 126 * 6 * 8 + 1024 and page <= PAGE_BUDGET
     estimate, estimates = attribution_bytes(lm, LECTURE_TOKENS), attribution_bytes(lm, LECTURE_TOKENS, sites=3)
     assert 126 * 12 * 8 < estimate < 126 * 12 * 8 + 4096 and estimate <= PAGE_BUDGET  # the exact grid's size
     assert 3 * 126 * 12 * 8 < estimates < 3 * 126 * 12 * 8 + 4096 and estimates <= PAGE_BUDGET
@@ -253,7 +255,7 @@ def test_cause_bytes_405b():
           f"gradient x input {gradient:,} bytes")
     print(f"Llama-3.1-405B: activation patching page {grid:,} bytes (one site), {every:,} (all three), occlusion {drops:,} bytes, "
           f"block contributions {contributions:,} bytes, block writes page (k = 30) {top:,} bytes, "
-          f"what blocks read {reads_bytes(lm.num_layers):,} bytes")
+          f"what blocks read {reads_bytes(lm.num_layers):,} bytes, the two in one job {page:,}")
 
 
 # ---------------------------------------------------------------- the pages, model A simulated
@@ -346,6 +348,8 @@ def test_block_writes_page_runs_a_remote_model(page_folder, jobs):
     assert_clean(app)
     assert not app.error and len(jobs) == 1 and all(job.stats.outcome == "completed" for job in jobs)
     local = load_model(page_folder, device="cpu")
+    assert jobs[0].stats.bytes_received == blocks_bytes(local, len(local.tokenizer(PROMPT)["input_ids"]), k=10,
+                                                        reads=True)
     items = _items(app)
     expected = block_contributions(local, PROMPT)
     for block in ("attn", "mlp"):

@@ -7,13 +7,14 @@ core.cause.blocks' hooks keep. They are reduced there by the local path's own ar
 core.cause.block_reduce (shipped by value, nnsight.register): the frozen final norm (its weight, w or
 1 + w, read off its own output), the head rows and the per-block numbers. What comes back:
 - block_contributions: every part's write size (P, T) and direct effect on the target (P,) in float64,
-  the bias term, the model's own logit and the target id: 28,761 bytes for Llama-3.1-405B (253 parts)
+  the bias term, the model's own logit and the target id: 28,825 bytes for Llama-3.1-405B (253 parts)
   on the lecture's 12 tokens (tests/test_remote_cause.py);
 - with them, for the Block writes page (core.cause.blocks.block_page) and block_token_effects, per part
   the k promoted and k suppressed token ids and effects (P, k) each, of the same run: 211,785 bytes with
   the contributions at the page's largest k, 30;
 - what_blocks_read: its three runs in one session, (layers, 2, 3) float64 back: 7,593 bytes for 405B.
-The Block writes page asks for both in ONE job (block_writes_job; core.cause.reads.block_writes_page).
+The Block writes page asks for both in ONE job (block_writes_job; core.cause.reads.block_writes_page):
+218,053 bytes for 405B at k = 30.
 """
 
 from __future__ import annotations
@@ -135,9 +136,10 @@ def reads_bytes(layers: int) -> int:
     return result_bytes({"blocks": {"reads": torch.zeros(layers, 2, 3, dtype=torch.float64)}})
 
 
-def blocks_bytes(lm, tokens: int, k: int | None = None) -> int:
+def blocks_bytes(lm, tokens: int, k: int | None = None, *, reads: bool = False) -> int:
     """Bytes a blocks job brings back, its reduction run on meta tensors of the captured shapes (`lm` may be
-    on the meta device): the contributions, and with k every part's top k both ways."""
+    on the meta device): the contributions, with k every part's top k both ways, and with `reads` the
+    demonstration's changes in the same job (the Block writes page)."""
     H, P, V = lm.parts.layout.hidden_size, 1 + 2 * lm.num_layers, lm.vocab_size
     stack = torch.empty(P, int(tokens), H, device="meta", dtype=torch.float64)  # (P, T, H)
     normed = torch.empty(P, H, device="meta", dtype=torch.float64)
@@ -147,4 +149,7 @@ def blocks_bytes(lm, tokens: int, k: int | None = None) -> int:
                   target=torch.empty((), dtype=torch.int64, device="meta"))
     if k is not None:
         values.update(shared.top_effects(normed.float(), torch.empty(V, H, device="meta"), None, 1.0, k, V))
-    return result_bytes({"blocks": {"blocks": {name: torch.zeros(v.shape, dtype=v.dtype) for name, v in values.items()}}})
+    out = {"blocks": {name: torch.zeros(v.shape, dtype=v.dtype) for name, v in values.items()}}
+    if reads:
+        out["reads"] = torch.zeros(lm.num_layers, 2, 3, dtype=torch.float64)  # (layers, 2, 3)
+    return result_bytes({"blocks": out})
