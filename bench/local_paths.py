@@ -29,8 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE = "6eaf1c7"
 
 CHILD = r'''
-import json, sys, time, gc
+import json, sys
 sys.path.insert(0, sys.argv[1])
+from bench.common import timed
 from core import load_model, run_trace
 from core.running.maps import PRESETS, hidden_state_maps, parse_items
 from core.intervene.patchscopes import IDENTITY_PROMPT, patchscope
@@ -71,14 +72,8 @@ calls = {
 repeat = int(sys.argv[2])
 out = {}
 for name, call in calls.items():
-    call()
-    best = float("inf")
-    for _ in range(repeat):
-        gc.collect()
-        start = time.perf_counter()
-        call()
-        best = min(best, time.perf_counter() - start)
-    out[name] = best
+    call()  # warm
+    out[name] = timed(call, repeat)
 print("RESULT " + json.dumps(out))
 '''
 

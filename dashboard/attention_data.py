@@ -24,7 +24,6 @@ from charts.attention import grid_image, head_heatmap, png_bytes, summary_heatma
 from core import ModelLoadError
 from core.running.attention import SUMMARY_METRICS, head_view, kv_head_of, layer_kinds, summaries_table, summary_table
 from core.running.attention_page import attention_page
-from core.running.lens_page import prompt_tokens
 
 WINDOW = 40  # tokens drawn up close at most: one rectangle per pair, each with a tooltip
 _STORED_PARTS = 96  # parts kept for remote models (a 405B grid at 64 tokens is 16.5 MB)
@@ -46,10 +45,6 @@ def _store():
     return SimpleNamespace(parts=OrderedDict(), lock=threading.Lock())
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def _tokens(key: ui.ModelKey, prompt: str):
-    return prompt_tokens(ui.cached_model(key), prompt)
-
 
 class PageData:
     """This run's attention data of each model (prompt and "hide the first token" fixed for the run)."""
@@ -60,13 +55,13 @@ class PageData:
 
     def tokens(self, slot: ui.Slot):
         """The prompt's tokens: the cached Trace of a local model, the local tokenizer's for a remote one."""
-        return _tokens(slot.key, self.prompt) if is_remote(slot) else ui.trace_for(slot, self.prompt)
+        return ui.tokens_for(slot, self.prompt)
 
     def usable(self, slots: list[ui.Slot]) -> dict:
         """{label: tokens} of the models that can run the prompt, for the alignment picker."""
         out = {}
         for slot in slots:
-            if slot.lm is None or not (slot.lm.has_weights or is_remote(slot)):
+            if not ui.runs_text(slot):
                 continue
             try:
                 out[slot.label] = self.tokens(slot)

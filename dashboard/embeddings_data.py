@@ -25,8 +25,7 @@ WORDS_KEY = "emb_words"
 
 def runs_table(slot: ui.Slot) -> bool:
     """Whether this slot's model can search its table: its weights are here, or it runs remotely."""
-    return (slot.lm is not None and slot.lm.tokenizer is not None
-            and (slot.lm.has_weights or ui.remote_of(slot.lm) is not None))
+    return ui.runs_text(slot) and slot.lm.tokenizer is not None
 
 
 def _neighbour_view(table: pd.DataFrame) -> pd.DataFrame:

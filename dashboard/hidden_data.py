@@ -19,7 +19,6 @@ import ui
 from core import ModelLoadError
 from core.running.context import word_vectors_across
 from core.running.hidden_page import HiddenPage, hidden_page
-from core.running.lens_page import prompt_tokens
 
 SENTENCES_KEY, WORDS_KEY = "hs_sentences", "hs_words"  # the demo's inputs (drawn below the prompt's views)
 
@@ -29,10 +28,6 @@ def demo_inputs(sentences_text: str, words_text: str) -> tuple[tuple[str, ...], 
     return (tuple(s.strip() for s in sentences_text.splitlines() if s.strip()),
             tuple(w.strip() for w in words_text.split(",") if w.strip()))
 
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def _tokens(key: ui.ModelKey, prompt: str):
-    return prompt_tokens(ui.cached_model(key), prompt)
 
 
 @st.cache_data(max_entries=32, show_spinner="Waiting for the remote model: the page runs where it runs…")
@@ -62,15 +57,14 @@ class PageData:
     def tokens(self, slot: ui.Slot):
         """The prompt's tokens: the cached Trace here, or the local tokenizer's for a remote model."""
         if slot.label not in self._tokens:
-            self._tokens[slot.label] = ui.attempt(lambda: _tokens(slot.key, self.prompt) if ui.remote_of(slot.lm)
-                                                else ui.trace_for(slot, self.prompt))
+            self._tokens[slot.label] = ui.attempt(lambda: ui.tokens_for(slot, self.prompt))
         return ui.outcome(self._tokens[slot.label])
 
     def usable_tokens(self, slots: list[ui.Slot]) -> dict:
         """{label: tokens} of the models that can run the prompt (a failure is shown by the page's views)."""
         out = {}
         for slot in slots:
-            if slot.lm is None or not (slot.lm.has_weights or ui.remote_of(slot.lm) is not None):
+            if not ui.runs_text(slot):
                 continue
             try:
                 out[slot.label] = self.tokens(slot)

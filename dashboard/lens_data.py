@@ -19,19 +19,11 @@ from charts.align import with_picked_column
 from charts.lens import lens_grid_chart
 from core import ModelLoadError
 from core.running.lens import lens_grid
-from core.running.lens_page import Follow, LensPage, PromptTokens, lens_page, prompt_tokens, tokens_of
+from core.running.lens_page import Follow, LensPage, lens_page, tokens_of
 
 TARGET_KEY, AFTER_SPACE_KEY = "lens_target", "lens_after_space"  # the trajectory's inputs (drawn below the grid)
 
 
-def runs_text(slot: ui.Slot) -> bool:
-    """Whether this slot's model can run the prompt: its weights are here, or it runs remotely."""
-    return slot.lm is not None and (slot.lm.has_weights or ui.remote_of(slot.lm) is not None)
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def _tokens(key: ui.ModelKey, prompt: str) -> PromptTokens:
-    return prompt_tokens(ui.cached_model(key), prompt)
 
 
 @st.cache_data(max_entries=32, show_spinner="Decoding every layer…")
@@ -72,14 +64,13 @@ class PageData:
     def tokens(self, slot: ui.Slot):
         """The prompt's tokens for this model: its cached Trace here, or the local tokenizer's for a remote model."""
         if slot.label not in self._token_cache:
-            self._token_cache[slot.label] = ui.attempt(lambda: _tokens(slot.key, self.prompt) if ui.remote_of(slot.lm)
-                                                else ui.trace_for(slot, self.prompt))
+            self._token_cache[slot.label] = ui.attempt(lambda: ui.tokens_for(slot, self.prompt))
         return ui.outcome(self._token_cache[slot.label])
 
     def usable_tokens(self, slots: list[ui.Slot]) -> dict:
         """{label: tokens} of the models that can run the prompt (a failure is shown by the page's views)."""
         out = {}
-        for slot in filter(runs_text, slots):
+        for slot in filter(ui.runs_text, slots):
             try:
                 out[slot.label] = self.tokens(slot)
             except (ValueError, KeyError, ModelLoadError, RuntimeError):

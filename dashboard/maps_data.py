@@ -14,8 +14,7 @@ from __future__ import annotations
 import streamlit as st
 
 import ui
-from core.running.lens_page import prompt_tokens
-from core.running.maps import HiddenStateMaps, MapItem, hidden_state_maps, model_maps
+from core.running.maps import HiddenStateMaps, MapItem, model_maps
 
 
 @st.cache_data(max_entries=32, show_spinner="Running the sentences…")
@@ -23,14 +22,11 @@ def maps_for(key: ui.ModelKey, items: tuple, pooling: str) -> HiddenStateMaps:
     """Every layer's map and separation for one model; `items` as plain (group, sentence, word, start, end) tuples."""
     lm = ui.cached_model(key)
     items = [MapItem(*item) for item in items]
-    if ui.remote_of(lm) is not None:
-        return model_maps(lm, items, pooling)  # one job; only the Gram matrices come back
-    return hidden_state_maps([ui.cached_trace(key, item.sentence) for item in items], items, pooling)
+    traces = None if ui.remote_of(lm) is not None else [ui.cached_trace(key, item.sentence) for item in items]
+    return model_maps(lm, items, pooling, traces=traces)  # remote: one job, only the Gram matrices come back
 
 
 def truncation_notes(slot: ui.Slot, sentences) -> None:
     """A sentence cut at the token limit says so (a remote model's cut from the local tokenizer, no job)."""
     for sentence in sentences:
-        tokens = (prompt_tokens(slot.lm, sentence) if ui.remote_of(slot.lm) is not None
-                  else ui.cached_trace(slot.key, sentence))
-        ui.truncation_note(slot, tokens)
+        ui.truncation_note(slot, ui.tokens_for(slot, sentence, spinner=False))

@@ -17,29 +17,20 @@ import streamlit as st
 import ui
 from core import ModelLoadError
 from core.intervene.patchscopes import answer_changes, first_answer, patchscope, patchscope_from_trace
-from core.running.lens_page import prompt_tokens
 
 
-def runs_text(slot: ui.Slot) -> bool:
-    """Whether this slot's model can run the prompts: its weights are here, or it runs remotely."""
-    return slot.lm is not None and (slot.lm.has_weights or ui.remote_of(slot.lm) is not None)
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def _tokens(key: ui.ModelKey, prompt: str):
-    return prompt_tokens(ui.cached_model(key), prompt)
 
 
 def source_tokens(slot: ui.Slot, source: str):
     """The source prompt's tokens: the cached Trace here, or the local tokenizer's for a remote model."""
-    return _tokens(slot.key, source) if ui.remote_of(slot.lm) is not None else ui.trace_for(slot, source)
+    return ui.tokens_for(slot, source)
 
 
 def usable_tokens(slots: list[ui.Slot], source: str) -> dict:
     """{label: tokens} of the models that can run the source prompt (a failure is shown in the model's column)."""
     out = {}
     for slot in slots:
-        if not runs_text(slot):
+        if not ui.runs_text(slot):
             continue
         try:
             out[slot.label] = source_tokens(slot, source)

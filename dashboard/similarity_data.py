@@ -14,12 +14,7 @@ import streamlit as st
 
 import ui
 from core.running.context import similarity_curves, word_pieces
-from core.running.lens_page import prompt_tokens
 
-
-def runs_text(slot: ui.Slot) -> bool:
-    """Whether this slot's model can run the sentences: its weights are here, or it runs remotely."""
-    return slot.lm is not None and (slot.lm.has_weights or ui.remote_of(slot.lm) is not None)
 
 
 def _inputs(key: ui.ModelKey, sentences: tuple) -> list:
@@ -44,6 +39,4 @@ def pieces(key: ui.ModelKey, sentences: tuple, word: str) -> pd.DataFrame:
 def truncation_notes(slot: ui.Slot, sentences: tuple) -> None:
     """A sentence cut at the token limit says so (a remote model's cut from the local tokenizer)."""
     for sentence in sentences:
-        tokens = (prompt_tokens(slot.lm, sentence) if ui.remote_of(slot.lm) is not None
-                  else ui.cached_trace(slot.key, sentence))
-        ui.truncation_note(slot, tokens)
+        ui.truncation_note(slot, ui.tokens_for(slot, sentence, spinner=False))

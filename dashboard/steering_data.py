@@ -17,7 +17,6 @@ import streamlit as st
 
 import ui
 from core.intervene.steering import directions_from_traces, steering_directions
-from core.running.lens_page import prompt_tokens
 from core.text.chat import model_text
 
 
@@ -51,5 +50,4 @@ class PageData:
         """A prompt of either list cut at the token limit says so (a remote model's cut from the local tokenizer)."""
         for prompt in (*self.positive, *self.negative):
             text = model_text(slot.lm, prompt, chat)
-            ui.truncation_note(slot, prompt_tokens(slot.lm, text) if ui.remote_of(slot.lm) is not None
-                               else ui.cached_trace(slot.key, text))
+            ui.truncation_note(slot, ui.tokens_for(slot, text, spinner=False))

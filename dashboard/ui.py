@@ -28,6 +28,7 @@ from core.loading.store import ModelStore, TraceCache
 from core.loading.placement import size_text
 from core.remote.errors import redact
 from core.remote.model import RemoteLoadedModel
+from core.running.lens_page import PromptTokens, prompt_tokens
 # The URL-bound widgets and the sidebar pickers have modules of their own; the pages reach them as ui.*.
 from inputs import (bound_value, number_input, preset_buttons, preset_row, remember_in_url,  # noqa: F401
                     selectbox, slider, text_input)
@@ -159,6 +160,19 @@ def trace_for(slot: Slot, prompt: str) -> Trace:
         return cached_trace(slot.key, prompt)
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def _prompt_tokens(key: ModelKey, prompt: str) -> PromptTokens:
+    return prompt_tokens(cached_model(key), prompt)
+
+
+def tokens_for(slot: Slot, prompt: str, spinner: bool = True):
+    """The prompt as this model cuts it: its cached Trace here, or, for a remote model, the local tokenizer's
+    tokens (core.running.lens_page.PromptTokens: no job, so pickers and notes work before anything is sent)."""
+    if remote_of(slot.lm) is not None:
+        return _prompt_tokens(slot.key, prompt)
+    return trace_for(slot, prompt) if spinner else cached_trace(slot.key, prompt)
+
+
 # ---------------------------------------------------------------- URL-bound inputs
 
 
@@ -201,6 +215,11 @@ def load_slots(keys: tuple[ModelKey, ModelKey]) -> list[Slot]:
 def remote_of(lm: LoadedModel | None):
     """The core.remote.model.RemoteModel of a remote model (None for a model that runs here)."""
     return lm.remote if isinstance(lm, RemoteLoadedModel) else None
+
+
+def runs_text(slot: Slot) -> bool:
+    """Whether this slot's model can run text: its weights are here, or it runs remotely."""
+    return slot.lm is not None and (slot.lm.has_weights or remote_of(slot.lm) is not None)
 
 
 def page_slots(slots: list[Slot], runs_remote: bool) -> list[Slot]:

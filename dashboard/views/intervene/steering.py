@@ -151,7 +151,7 @@ if run_sweep:
     cancel.button("Cancel", key=f"{PREFIX}_cancel", help="Stops the sweep (models already done are kept).")
     sweeps = st.session_state.setdefault(SWEEPS, {})
     for slot in ui.current_slots():
-        if slot.lm is None or not (slot.lm.has_weights or ui.remote_of(slot.lm) is not None):
+        if not ui.runs_text(slot):
             continue
         bar = st.progress(0.0, text=f"{slot.title}: steering every layer…")
         try:

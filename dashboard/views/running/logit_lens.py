@@ -93,7 +93,7 @@ def last_table(slot) -> None:
 # full width, one model under the other: k columns of "token (probability)" do not fit in half a page
 for slot in ui.current_slots():
     st.subheader(slot.title)
-    if not lens_data.runs_text(slot):
+    if not ui.runs_text(slot):
         st.warning(slot.error or "Loaded from its config only: turn on 'Load the weights' in the sidebar.")
         continue
     try:
@@ -134,7 +134,7 @@ def following(slot, tokens, trajectory: pd.DataFrame) -> str:
 frames = []
 for column, slot in zip(st.columns(2), ui.current_slots()):
     with column:
-        if not lens_data.runs_text(slot):
+        if not ui.runs_text(slot):
             st.warning(f"Model {slot.label} is not shown: "
                        + (slot.error or "it is loaded from its config only (turn on 'Load the weights')."))
             continue

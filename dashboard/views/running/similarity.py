@@ -83,7 +83,7 @@ if not 2 <= len(sentences) <= MAX_SENTENCES or not word.strip():
 # Both models go on one chart, so each is computed here; a failure becomes a message for that model only.
 frames, pieces = [], {}
 for slot in ui.current_slots():
-    if not data.runs_text(slot):
+    if not ui.runs_text(slot):
         st.warning(f"Model {slot.label} ({slot.key.source}) is not shown: "
                    + (slot.error or "it is loaded from its config only (turn on 'Load the weights')."))
         continue
